@@ -33,7 +33,9 @@ export function assertThrows<E extends Error>(
   try {
     fn();
   } catch (e) {
-    if (!(e instanceof Ctor)) throw new AssertionError(`expected ${Ctor.name}, got ${(e as Error)?.name}: ${e}`);
+    if (!(e instanceof Ctor)) {
+      throw new AssertionError(`expected ${Ctor.name}, got ${(e as Error)?.name}: ${e}`);
+    }
     if (includes && !(e as Error).message.includes(includes)) {
       throw new AssertionError(`expected message to include "${includes}", got "${(e as Error).message}"`);
     }
@@ -51,7 +53,9 @@ export async function assertRejects<E extends Error>(
   try {
     await fn();
   } catch (e) {
-    if (!(e instanceof Ctor)) throw new AssertionError(`expected ${Ctor.name}, got ${(e as Error)?.name}: ${e}`);
+    if (!(e instanceof Ctor)) {
+      throw new AssertionError(`expected ${Ctor.name}, got ${(e as Error)?.name}: ${e}`);
+    }
     if (includes && !(e as Error).message.includes(includes)) {
       throw new AssertionError(`expected message to include "${includes}", got "${(e as Error).message}"`);
     }
@@ -71,7 +75,12 @@ export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): numbe
   return Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30);
 }
 
-export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, msg = ""): void {
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: number,
+  msg = "",
+): void {
   const r = relativeError(actual, expected);
   if (!(r <= tol)) throw new AssertionError(`${msg} relative error ${r.toExponential(3)} above ${tol}`);
 }

@@ -155,7 +155,12 @@ export class GraphBuilder {
   }
 
   /** Emits one node and returns its first output. */
-  op(opType: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}, opts: OpOptions = {}): Value {
+  op(
+    opType: string,
+    inputs: (Value | null)[],
+    attrs: Record<string, AttrValue> = {},
+    opts: OpOptions = {},
+  ): Value {
     return this.opN(opType, inputs, attrs, 1, opts)[0];
   }
 
@@ -215,7 +220,8 @@ export class GraphBuilder {
       outputs: outs.map((o) => o.name),
       nodes: sub.nodes,
     });
-    return (...args: Value[]): Value[] => this.opN(name, args, {}, outs.length, { domain: FUNCTION_DOMAIN, dtype: args[0]?.dtype });
+    return (...args: Value[]): Value[] =>
+      this.opN(name, args, {}, outs.length, { domain: FUNCTION_DOMAIN, dtype: args[0]?.dtype });
   }
 
   /** Total bytes of initializer data. */
@@ -370,7 +376,9 @@ function valueInfo(name: string, dtype: DataType, shape?: Dim[]) {
     type: {
       tensorType: {
         elemType: ONNX_DTYPE[dtype],
-        shape: shape ? { dim: shape.map((d) => (typeof d === "number" ? { dimValue: d } : { dimParam: d })) } : undefined,
+        shape: shape
+          ? { dim: shape.map((d) => (typeof d === "number" ? { dimValue: d } : { dimParam: d })) }
+          : undefined,
       },
     },
   };

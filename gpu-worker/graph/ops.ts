@@ -21,7 +21,13 @@ export interface Conv2dOptions {
 }
 
 /** 2-D convolution, NCHW, weight [out, in/groups, kh, kw]. */
-export function conv2d(g: GraphBuilder, x: Value, weight: Value, bias: Value | null, o: Conv2dOptions = {}): Value {
+export function conv2d(
+  g: GraphBuilder,
+  x: Value,
+  weight: Value,
+  bias: Value | null,
+  o: Conv2dOptions = {},
+): Value {
   const s = o.stride ?? 1;
   const p = o.padding ?? 0;
   const pads = typeof p === "number" ? [p, p, p, p] : [p[0], p[1], p[2], p[3]];
@@ -33,8 +39,8 @@ export function conv2d(g: GraphBuilder, x: Value, weight: Value, bias: Value | n
 }
 
 /**
- * GroupNorm over NCHW (or NC...) with per-channel affine, as torch.nn.GroupNorm: reshape to [N, G, -1],
- * InstanceNormalization with unit scale, reshape back, then scale and shift per channel.
+ * GroupNorm over NCHW (or any NC...) with per-channel affine, as torch.nn.GroupNorm: reshape to [N, G, -1],
+ * InstanceNormalization with unit scale, scale and shift per channel as [N, C, -1], reshape back.
  */
 export function groupNorm(
   g: GraphBuilder,
@@ -50,11 +56,12 @@ export function groupNorm(
   const ones = g.constant(new Float32Array(groups).fill(1), [groups]);
   const zeros = g.constant(new Float32Array(groups), [groups]);
   const normed = g.op("InstanceNormalization", [grouped, ones, zeros], { epsilon: { float: eps } });
-  const back = g.op("Reshape", [normed, shape]);
-  const gshape = g.ints([1, channels, 1, 1]);
+  // The affine runs on [N, C, -1] with [C, 1] parameters, so it broadcasts right for every input rank.
+  const perChannel = g.op("Reshape", [normed, g.ints([0, channels, -1])]);
+  const gshape = g.ints([channels, 1]);
   const scale = g.op("Reshape", [gamma, gshape]);
   const shift = g.op("Reshape", [beta, gshape]);
-  return g.op("Add", [g.op("Mul", [back, scale]), shift]);
+  return g.op("Reshape", [g.op("Add", [g.op("Mul", [perChannel, scale]), shift]), shape]);
 }
 
 /** LayerNorm over the last axis (torch.nn.LayerNorm(dim)). */
@@ -121,9 +128,12 @@ export function toSequence(g: GraphBuilder, x: Value, channels: number): Value {
   return g.op("Transpose", [flat], { perm: [0, 2, 1] });
 }
 
-/** [N, H*W, C] -> NCHW, taking H and W from `like` (an NCHW value with the target spatial size). */
+/**
+ * [N, H*W, C] -> NCHW, taking H and W from `like` (an NCHW value with the target spatial size; its channel
+ * count may differ from C).
+ */
 export function fromSequence(g: GraphBuilder, seq: Value, like: Value): Value {
   const t = g.op("Transpose", [seq], { perm: [0, 2, 1] });
-  const shapeLike = g.op("Shape", [like]);
-  return g.op("Reshape", [t, shapeLike]);
+  const hw = g.op("Shape", [like], { start: 2 });
+  return g.op("Reshape", [t, g.op("Concat", [g.ints([0, -1]), hw], { axis: 0 })]);
 }

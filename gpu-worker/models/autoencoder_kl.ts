@@ -33,13 +33,17 @@ export interface VaeConfig {
 export function parseVaeConfig(raw: Record<string, unknown>): VaeConfig {
   const get = <T>(k: string, d: T): T => (raw[k] ?? d) as T;
   const boc = get<number[]>("block_out_channels", [64]);
-  for (const [k, want] of [["down_block_types", "DownEncoderBlock2D"], ["up_block_types", "UpDecoderBlock2D"]]) {
+  for (
+    const [k, want] of [["down_block_types", "DownEncoderBlock2D"], ["up_block_types", "UpDecoderBlock2D"]]
+  ) {
     const types = get<string[]>(k, boc.map(() => want));
     if (types.length !== boc.length || types.some((t) => t !== want)) {
       throw new RangeError(`${k} must be ${boc.length} x "${want}", got ${JSON.stringify(types)}`);
     }
   }
-  if (get("act_fn", "silu") !== "silu") throw new RangeError(`act_fn "${raw.act_fn}" is not supported; expected silu`);
+  if (get("act_fn", "silu") !== "silu") {
+    throw new RangeError(`act_fn "${raw.act_fn}" is not supported; expected silu`);
+  }
   return {
     in_channels: get("in_channels", 3),
     out_channels: get("out_channels", 3),
@@ -95,12 +99,14 @@ export function buildVaeEncoder(ctx: ModelContext, cfg: VaeConfig, io: { batch?:
       ctx.scope("down_blocks", () =>
         ctx.scope(i, () => {
           for (let j = 0; j < cfg.layers_per_block; j++) {
-            x = ctx.scope("resnets", () => ctx.scope(j, () => resnetBlock2D(ctx, x, j === 0 ? inC : outC, outC, o)));
+            x = ctx.scope("resnets", () =>
+              ctx.scope(j, () => resnetBlock2D(ctx, x, j === 0 ? inC : outC, outC, o)));
           }
           if (i !== boc.length - 1) {
             // diffusers pads right and bottom by one, then convolves with stride 2 and no padding.
             x = ctx.scope("downsamplers", () =>
-              ctx.scope(0, () => ctx.conv("conv", x, outC, outC, 3, { stride: 2, padding: [0, 0, 1, 1] })));
+              ctx.scope(0, () =>
+                ctx.conv("conv", x, outC, outC, 3, { stride: 2, padding: [0, 0, 1, 1] })));
           }
         }));
     });
@@ -135,10 +141,13 @@ export function buildVaeDecoder(ctx: ModelContext, cfg: VaeConfig, io: { batch?:
       ctx.scope("up_blocks", () =>
         ctx.scope(i, () => {
           for (let j = 0; j <= cfg.layers_per_block; j++) {
-            x = ctx.scope("resnets", () => ctx.scope(j, () => resnetBlock2D(ctx, x, j === 0 ? prevC : outC, outC, o)));
+            x = ctx.scope("resnets", () =>
+              ctx.scope(j, () => resnetBlock2D(ctx, x, j === 0 ? prevC : outC, outC, o)));
           }
           if (i !== rev.length - 1) {
-            x = ctx.scope("upsamplers", () => ctx.scope(0, () => ctx.conv("conv", ops.upsampleNearest2x(g, x), outC, outC, 3)));
+            x = ctx.scope("upsamplers", () =>
+              ctx.scope(0, () =>
+                ctx.conv("conv", ops.upsampleNearest2x(g, x), outC, outC, 3)));
           }
         }));
     });

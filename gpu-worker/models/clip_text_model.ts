@@ -12,7 +12,6 @@
  * buildClipTextModel(new ModelContext(g, WeightSource.random(0)), parseClipTextConfig(json));
  * ```
  */
-import type { Value } from "../graph/builder.ts";
 import * as ops from "../graph/ops.ts";
 import type { ModelContext } from "./layers.ts";
 
@@ -33,7 +32,9 @@ export interface ClipTextConfig {
 export function parseClipTextConfig(raw: Record<string, unknown>): ClipTextConfig {
   const get = <T>(k: string, d: T): T => (raw[k] ?? d) as T;
   const act = get<string>("hidden_act", "quick_gelu");
-  if (act !== "quick_gelu" && act !== "gelu") throw new RangeError(`hidden_act "${act}" is not supported; expected quick_gelu or gelu`);
+  if (act !== "quick_gelu" && act !== "gelu") {
+    throw new RangeError(`hidden_act "${act}" is not supported; expected quick_gelu or gelu`);
+  }
   const cfg: ClipTextConfig = {
     hidden_size: get("hidden_size", 512),
     intermediate_size: get("intermediate_size", 2048),
@@ -47,13 +48,19 @@ export function parseClipTextConfig(raw: Record<string, unknown>): ClipTextConfi
     bos_token_id: get("bos_token_id", 49406),
   };
   if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
-    throw new RangeError(`hidden_size ${cfg.hidden_size} is not divisible by num_attention_heads ${cfg.num_attention_heads}`);
+    throw new RangeError(
+      `hidden_size ${cfg.hidden_size} is not divisible by num_attention_heads ${cfg.num_attention_heads}`,
+    );
   }
   return cfg;
 }
 
 /** Builds the text encoder; `extraTokens` rows (input `token_embedding.extra` [n, D]) follow the vocabulary. */
-export function buildClipTextModel(ctx: ModelContext, cfg: ClipTextConfig, io: { extraTokens?: number } = {}) {
+export function buildClipTextModel(
+  ctx: ModelContext,
+  cfg: ClipTextConfig,
+  io: { extraTokens?: number } = {},
+) {
   const g = ctx.g;
   const D = cfg.hidden_size;
   const H = cfg.num_attention_heads;
@@ -81,7 +88,12 @@ export function buildClipTextModel(ctx: ModelContext, cfg: ClipTextConfig, io: {
   const maskData = new Float32Array(P * P);
   for (let i = 0; i < P; i++) for (let j = i + 1; j < P; j++) maskData[i * P + j] = -1e9;
   const full = g.constant(maskData, [P, P]);
-  const mask = g.op("Slice", [g.op("Slice", [full, g.ints([0]), seqLen, g.ints([0])]), g.ints([0]), seqLen, g.ints([1])]);
+  const mask = g.op("Slice", [
+    g.op("Slice", [full, g.ints([0]), seqLen, g.ints([0])]),
+    g.ints([0]),
+    seqLen,
+    g.ints([1]),
+  ]);
 
   let h = hidden0;
   ctx.scope("encoder", () =>
@@ -113,7 +125,10 @@ export function buildClipTextModel(ctx: ModelContext, cfg: ClipTextConfig, io: {
   const isEos = g.op("Cast", [g.op("Equal", [ids, g.constant([cfg.eos_token_id], [], "int64")])], { to: 6 });
   const eosPos = g.op("ArgMax", [isEos], { axis: 1, keepdims: 1 }); // [B, 1]
   const idx = g.op("Unsqueeze", [eosPos, g.ints([2])]); // [B, 1, 1]
-  const shapeB = g.op("Concat", [g.op("Gather", [g.op("Shape", [ids]), g.ints([0])], { axis: 0 }), g.ints([1, D])], { axis: 0 });
+  const shapeB = g.op("Concat", [
+    g.op("Gather", [g.op("Shape", [ids]), g.ints([0])], { axis: 0 }),
+    g.ints([1, D]),
+  ], { axis: 0 });
   const pooled = g.op("GatherElements", [last, g.op("Expand", [idx, shapeB])], { axis: 1 });
   g.output(g.op("Squeeze", [pooled, g.ints([1])]), "pooler_output", ["batch", D]);
 }

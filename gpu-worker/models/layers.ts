@@ -49,7 +49,9 @@ export class ModelContext {
       const b = bias ? this.param("bias", [outF], "zeros") : null;
       let y = ops.linear(this.g, x, w, b);
       const path = this.g.path();
-      if (this.opts.lora?.targets.some((r) => r.test(path))) y = this.g.op("Add", [y, this.loraBranch(x, path, inF, outF)]);
+      if (this.opts.lora?.targets.some((r) => r.test(path))) {
+        y = this.g.op("Add", [y, this.loraBranch(x, path, inF, outF)]);
+      }
       return y;
     });
   }

@@ -24,10 +24,14 @@ export interface ParityRow {
 export type FixtureKind = "unet" | "vae" | "clip_text";
 
 export function fixtureKind(config: Record<string, unknown>): FixtureKind {
-  if (Array.isArray(config.architectures) && (config.architectures as string[]).includes("CLIPTextModel")) return "clip_text";
+  if (Array.isArray(config.architectures) && (config.architectures as string[]).includes("CLIPTextModel")) {
+    return "clip_text";
+  }
   if ("latent_channels" in config) return "vae";
   if ("down_block_types" in config && "cross_attention_dim" in config) return "unet";
-  throw new RangeError("cannot tell the model kind from config.json (expected a UNet, AutoencoderKL or CLIPTextModel config)");
+  throw new RangeError(
+    "cannot tell the model kind from config.json (expected a UNet, AutoencoderKL or CLIPTextModel config)",
+  );
 }
 
 function f32(io: SafetensorsFile, name: string): Tensor {
@@ -96,6 +100,10 @@ export async function runModelParity(dir: string): Promise<ParityRow[]> {
 function checkAllUsed(src: WeightSource, dir: string) {
   const unused = src.unused();
   if (unused.length) {
-    throw new RangeError(`${dir}/weights.safetensors: ${unused.length} tensors unused by the graph: ${unused.slice(0, 5).join(", ")}`);
+    throw new RangeError(
+      `${dir}/weights.safetensors: ${unused.length} tensors unused by the graph: ${
+        unused.slice(0, 5).join(", ")
+      }`,
+    );
   }
 }

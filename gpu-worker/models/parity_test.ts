@@ -8,7 +8,10 @@ for (const name of ["unet-sd1-tiny", "unet-sd2-tiny", "vae-tiny", "clip-text-tin
     const rows = await runModelParity(`${REF}${name}`);
     assert(rows.length > 0);
     for (const r of rows) {
-      assert(r.relError < r.tolerance, `${name} ${r.output}: relative error ${r.relError.toExponential(3)} >= ${r.tolerance}`);
+      assert(
+        r.relError < r.tolerance,
+        `${name} ${r.output}: relative error ${r.relError.toExponential(3)} >= ${r.tolerance}`,
+      );
     }
   });
 }

@@ -44,7 +44,15 @@ export interface TensorEntry {
 export interface TensorData {
   dtype: SafetensorsDType;
   shape: number[];
-  data: Float32Array | Float64Array | Int32Array | BigInt64Array | Uint16Array | Int16Array | Int8Array | Uint8Array;
+  data:
+    | Float32Array
+    | Float64Array
+    | Int32Array
+    | BigInt64Array
+    | Uint16Array
+    | Int16Array
+    | Int8Array
+    | Uint8Array;
 }
 
 /** Raised for malformed files; callers catch it to answer 4xx on uploads. */
@@ -142,7 +150,9 @@ export class SafetensorsFile {
           out[i] = dv.getUint8(i);
           break;
         default:
-          throw new SafetensorsError(`${this.source}: tensor "${name}" has dtype ${e.dtype}, expected an integer dtype`);
+          throw new SafetensorsError(
+            `${this.source}: tensor "${name}" has dtype ${e.dtype}, expected an integer dtype`,
+          );
       }
     }
     return out;
@@ -158,12 +168,16 @@ export function numel(shape: readonly number[]): number {
 /** Parses safetensors bytes; `source` (a file name) is quoted in every error. */
 export function readSafetensors(bytes: Uint8Array, source = "<bytes>"): SafetensorsFile {
   if (bytes.byteLength < 8) {
-    throw new SafetensorsError(`${source}: file is ${bytes.byteLength} bytes, too short for the 8-byte header length`);
+    throw new SafetensorsError(
+      `${source}: file is ${bytes.byteLength} bytes, too short for the 8-byte header length`,
+    );
   }
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLen = dv.getBigUint64(0, true);
   if (headerLen > BigInt(MAX_HEADER_BYTES)) {
-    throw new SafetensorsError(`${source}: header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+    throw new SafetensorsError(
+      `${source}: header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`,
+    );
   }
   const n = Number(headerLen);
   if (8 + n > bytes.byteLength) {
@@ -185,17 +199,35 @@ export function readSafetensors(bytes: Uint8Array, source = "<bytes>"): Safetens
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(header)) {
     if (name === "__metadata__") {
+      if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+        throw new SafetensorsError(
+          `${source}: __metadata__ is ${JSON.stringify(raw)}, expected an object of strings`,
+        );
+      }
+      for (const [k, v] of Object.entries(raw)) {
+        if (typeof v !== "string") {
+          throw new SafetensorsError(
+            `${source}: __metadata__ entry "${k}" is ${JSON.stringify(v)}, expected a string`,
+          );
+        }
+      }
       metadata = raw as Record<string, string>;
       continue;
     }
     const info = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const where = `${source}: tensor "${name}"`;
-    if (typeof info?.dtype !== "string" || !(info.dtype in DTYPE_BYTES)) {
-      throw new SafetensorsError(`${where} has dtype ${JSON.stringify(info?.dtype)}, expected one of ${Object.keys(DTYPE_BYTES).join(", ")}`);
+    if (typeof info?.dtype !== "string" || !Object.hasOwn(DTYPE_BYTES, info.dtype)) {
+      throw new SafetensorsError(
+        `${where} has dtype ${JSON.stringify(info?.dtype)}, expected one of ${
+          Object.keys(DTYPE_BYTES).join(", ")
+        }`,
+      );
     }
     const dtype = info.dtype as SafetensorsDType;
     if (!Array.isArray(info.shape) || !info.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new SafetensorsError(`${where} has shape ${JSON.stringify(info.shape)}, expected non-negative integers`);
+      throw new SafetensorsError(
+        `${where} has shape ${JSON.stringify(info.shape)}, expected non-negative integers`,
+      );
     }
     const off = info.data_offsets;
     if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isSafeInteger(o) && o >= 0)) {
@@ -205,7 +237,9 @@ export function readSafetensors(bytes: Uint8Array, source = "<bytes>"): Safetens
     const want = numel(info.shape as number[]) * DTYPE_BYTES[dtype];
     if (end < begin || end - begin !== want) {
       throw new SafetensorsError(
-        `${where}: data_offsets [${begin}, ${end}] span ${end - begin} bytes, but ${dtype} ${JSON.stringify(info.shape)} needs ${want}`,
+        `${where}: data_offsets [${begin}, ${end}] span ${end - begin} bytes, but ${dtype} ${
+          JSON.stringify(info.shape)
+        } needs ${want}`,
       );
     }
     if (end > data.byteLength) {
@@ -215,15 +249,19 @@ export function readSafetensors(bytes: Uint8Array, source = "<bytes>"): Safetens
     }
     tensors.set(name, { dtype, shape: info.shape as number[], begin, end });
   }
-  const sorted = [...tensors.entries()].sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end);
-  for (let i = 1; i < sorted.length; i++) {
-    const [pn, p] = sorted[i - 1];
-    const [cn, c] = sorted[i];
-    if (c.begin < p.end && c.end > c.begin && p.end > p.begin) {
+  // Empty tensors occupy no bytes and are left out: sorted between two overlapping tensors, one would hide
+  // their overlap from a neighbour-only check. Each tensor must start at or after the furthest end so far.
+  const sorted = [...tensors.entries()].filter(([, t]) => t.end > t.begin)
+    .sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end);
+  let furthest: [string, TensorEntry] | undefined;
+  for (const [cn, c] of sorted) {
+    if (furthest && c.begin < furthest[1].end) {
+      const [pn, p] = furthest;
       throw new SafetensorsError(
         `${source}: tensors "${pn}" [${p.begin}, ${p.end}] and "${cn}" [${c.begin}, ${c.end}] overlap`,
       );
     }
+    if (!furthest || c.end > furthest[1].end) furthest = [cn, c];
   }
   return new SafetensorsFile(source, tensors, metadata, data);
 }
@@ -240,7 +278,10 @@ export async function loadSafetensors(path: string): Promise<SafetensorsFile> {
 }
 
 /** Serializes tensors (sorted by name, 8-byte aligned header) with optional string metadata. */
-export function writeSafetensors(tensors: Record<string, TensorData>, metadata?: Record<string, string>): Uint8Array {
+export function writeSafetensors(
+  tensors: Record<string, TensorData>,
+  metadata?: Record<string, string>,
+): Uint8Array {
   const names = Object.keys(tensors).sort();
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
@@ -250,15 +291,18 @@ export function writeSafetensors(tensors: Record<string, TensorData>, metadata?:
     const want = numel(t.shape) * DTYPE_BYTES[t.dtype];
     if (t.data.byteLength !== want) {
       throw new RangeError(
-        `tensor "${name}": ${t.data.byteLength} bytes of data, but ${t.dtype} ${JSON.stringify(t.shape)} needs ${want}`,
+        `tensor "${name}": ${t.data.byteLength} bytes of data, but ${t.dtype} ${
+          JSON.stringify(t.shape)
+        } needs ${want}`,
       );
     }
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + want] };
     offset += want;
   }
-  let json = JSON.stringify(header);
-  while ((json.length + 8) % 8 !== 0) json += " ";
-  const head = new TextEncoder().encode(json);
+  // Pad with spaces to a multiple of 8 bytes of UTF-8 (not of UTF-16 code units: names may be non-ASCII).
+  const unpadded = new TextEncoder().encode(JSON.stringify(header));
+  const head = new Uint8Array(Math.ceil(unpadded.byteLength / 8) * 8).fill(0x20);
+  head.set(unpadded);
   const out = new Uint8Array(8 + head.byteLength + offset);
   new DataView(out.buffer).setBigUint64(0, BigInt(head.byteLength), true);
   out.set(head, 8);

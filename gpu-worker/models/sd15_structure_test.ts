@@ -64,8 +64,14 @@ Deno.test("SD 1.5 UNet: 686 tensors, 859,520,964 parameters, diffusers' names", 
   buildUNet2DCondition(new ModelContext(new GraphBuilder("unet"), src), parseUNetConfig(SD15_UNET));
   assertEquals(src.requested.size, 686);
   assertEquals(src.parameterCount(), 859_520_964);
-  assertEquals(src.requested.get("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"), [320, 768]);
-  assertEquals(src.requested.get("mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj.weight"), [10240, 1280]);
+  assertEquals(src.requested.get("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"), [
+    320,
+    768,
+  ]);
+  assertEquals(src.requested.get("mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj.weight"), [
+    10240,
+    1280,
+  ]);
   assertEquals(src.requested.get("up_blocks.1.resnets.0.conv_shortcut.weight"), [1280, 2560, 1, 1]);
   assertEquals(src.requested.get("up_blocks.3.attentions.2.proj_out.weight"), [320, 320, 1, 1]);
   assertEquals(src.requested.get("time_embedding.linear_1.weight"), [1280, 320]);

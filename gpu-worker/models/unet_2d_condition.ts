@@ -60,12 +60,25 @@ export function parseUNetConfig(raw: Record<string, unknown>): UNetConfig {
     "CrossAttnDownBlock2D",
     "DownBlock2D",
   ]);
-  const up = get<string[]>("up_block_types", ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]);
+  const up = get<string[]>("up_block_types", [
+    "UpBlock2D",
+    "CrossAttnUpBlock2D",
+    "CrossAttnUpBlock2D",
+    "CrossAttnUpBlock2D",
+  ]);
   for (const t of down) {
-    if (!SUPPORTED_DOWN.includes(t)) throw new RangeError(`down block type "${t}" is not supported; expected one of ${SUPPORTED_DOWN.join(", ")}`);
+    if (!SUPPORTED_DOWN.includes(t)) {
+      throw new RangeError(
+        `down block type "${t}" is not supported; expected one of ${SUPPORTED_DOWN.join(", ")}`,
+      );
+    }
   }
   for (const t of up) {
-    if (!SUPPORTED_UP.includes(t)) throw new RangeError(`up block type "${t}" is not supported; expected one of ${SUPPORTED_UP.join(", ")}`);
+    if (!SUPPORTED_UP.includes(t)) {
+      throw new RangeError(
+        `up block type "${t}" is not supported; expected one of ${SUPPORTED_UP.join(", ")}`,
+      );
+    }
   }
   if (down.length !== boc.length || up.length !== boc.length) {
     throw new RangeError(
@@ -77,7 +90,9 @@ export function parseUNetConfig(raw: Record<string, unknown>): UNetConfig {
     throw new RangeError(`mid_block_type "${mid}" is not supported; expected UNetMidBlock2DCrossAttn`);
   }
   for (const k of ["class_embed_type", "addition_embed_type", "encoder_hid_dim", "time_cond_proj_dim"]) {
-    if (raw[k] !== undefined && raw[k] !== null) throw new RangeError(`config field "${k}" = ${JSON.stringify(raw[k])} is not supported`);
+    if (raw[k] !== undefined && raw[k] !== null) {
+      throw new RangeError(`config field "${k}" = ${JSON.stringify(raw[k])} is not supported`);
+    }
   }
   const lpb = get<number | number[]>("layers_per_block", 2);
   const tlpb = get<number | number[]>("transformer_layers_per_block", 1);
@@ -86,7 +101,9 @@ export function parseUNetConfig(raw: Record<string, unknown>): UNetConfig {
   }
   const headsRaw = raw.num_attention_heads ?? raw.attention_head_dim ?? 8;
   const heads = Array.isArray(headsRaw) ? headsRaw as number[] : boc.map(() => headsRaw as number);
-  if (heads.length !== boc.length) throw new RangeError(`attention heads list has ${heads.length} entries, expected ${boc.length}`);
+  if (heads.length !== boc.length) {
+    throw new RangeError(`attention heads list has ${heads.length} entries, expected ${boc.length}`);
+  }
   const cad = get<number | number[]>("cross_attention_dim", 1280);
   if (Array.isArray(cad)) throw new RangeError("per-block cross_attention_dim lists are not supported");
   const act = get("act_fn", "silu");
@@ -120,7 +137,13 @@ export function parseUNetConfig(raw: Record<string, unknown>): UNetConfig {
 }
 
 /** Sinusoidal timestep features (diffusers' Timesteps / get_timestep_embedding), t float32 [B] -> [B, dim]. */
-export function timestepEmbedding(ctx: ModelContext, t: Value, dim: number, flipSinToCos: boolean, shift: number): Value {
+export function timestepEmbedding(
+  ctx: ModelContext,
+  t: Value,
+  dim: number,
+  flipSinToCos: boolean,
+  shift: number,
+): Value {
   const g = ctx.g;
   const half = Math.floor(dim / 2);
   const freqs = new Float32Array(half);
@@ -176,18 +199,34 @@ export function attentionBlock(
 }
 
 /** BasicTransformerBlock: self-attention, cross-attention, GEGLU feed-forward, each pre-norm + residual. */
-function basicTransformerBlock(ctx: ModelContext, x: Value, ehs: Value, dim: number, heads: number, cfg: UNetConfig) {
+function basicTransformerBlock(
+  ctx: ModelContext,
+  x: Value,
+  ehs: Value,
+  dim: number,
+  heads: number,
+  cfg: UNetConfig,
+) {
   const g = ctx.g;
   const headDim = dim / heads;
   const selfCtx = cfg.only_cross_attention ? ehs : null;
   // Each norm is a sibling of its attention module, so it is computed outside the attention's scope.
   const n1 = ctx.layerNorm("norm1", x, dim, 1e-5);
   let h = g.op("Add", [
-    ctx.scope("attn1", () => attentionBlock(ctx, n1, selfCtx, dim, cfg.cross_attention_dim, heads, headDim, false)),
+    ctx.scope(
+      "attn1",
+      () => attentionBlock(ctx, n1, selfCtx, dim, cfg.cross_attention_dim, heads, headDim, false),
+    ),
     x,
   ]);
   const n2 = ctx.layerNorm("norm2", h, dim, 1e-5);
-  h = g.op("Add", [ctx.scope("attn2", () => attentionBlock(ctx, n2, ehs, dim, cfg.cross_attention_dim, heads, headDim, false)), h]);
+  h = g.op("Add", [
+    ctx.scope(
+      "attn2",
+      () => attentionBlock(ctx, n2, ehs, dim, cfg.cross_attention_dim, heads, headDim, false),
+    ),
+    h,
+  ]);
   const n3 = ctx.layerNorm("norm3", h, dim, 1e-5);
   const ff = ctx.scope("ff", () =>
     ctx.scope("net", () => {
@@ -200,7 +239,14 @@ function basicTransformerBlock(ctx: ModelContext, x: Value, ehs: Value, dim: num
 }
 
 /** Transformer2DModel (continuous input): group norm, proj_in, transformer blocks, proj_out, + residual. */
-export function transformer2D(ctx: ModelContext, x: Value, ehs: Value, channels: number, heads: number, cfg: UNetConfig): Value {
+export function transformer2D(
+  ctx: ModelContext,
+  x: Value,
+  ehs: Value,
+  channels: number,
+  heads: number,
+  cfg: UNetConfig,
+): Value {
   const g = ctx.g;
   const normed = ctx.groupNorm("norm", x, cfg.norm_num_groups, channels, 1e-6);
   let seq: Value;
@@ -210,7 +256,10 @@ export function transformer2D(ctx: ModelContext, x: Value, ehs: Value, channels:
     seq = ops.toSequence(g, ctx.conv("proj_in", normed, channels, channels, 1), channels);
   }
   for (let i = 0; i < cfg.transformer_layers_per_block; i++) {
-    seq = ctx.scope("transformer_blocks", () => ctx.scope(i, () => basicTransformerBlock(ctx, seq, ehs, channels, heads, cfg)));
+    seq = ctx.scope(
+      "transformer_blocks",
+      () => ctx.scope(i, () => basicTransformerBlock(ctx, seq, ehs, channels, heads, cfg)),
+    );
   }
   let out: Value;
   if (cfg.use_linear_projection) {
@@ -222,7 +271,11 @@ export function transformer2D(ctx: ModelContext, x: Value, ehs: Value, channels:
 }
 
 /** Appends the UNet to `ctx.g`: declares its inputs and its output `out_sample`. */
-export function buildUNet2DCondition(ctx: ModelContext, cfg: UNetConfig, io: { batch?: number | string } = {}): Value {
+export function buildUNet2DCondition(
+  ctx: ModelContext,
+  cfg: UNetConfig,
+  io: { batch?: number | string } = {},
+): Value {
   const g = ctx.g;
   const B = io.batch ?? "batch";
   const boc = cfg.block_out_channels;
@@ -253,15 +306,19 @@ export function buildUNet2DCondition(ctx: ModelContext, cfg: UNetConfig, io: { b
     ctx.scope("down_blocks", () =>
       ctx.scope(i, () => {
         for (let j = 0; j < cfg.layers_per_block; j++) {
-          x = ctx.scope("resnets", () => ctx.scope(j, () => resnetBlock2D(ctx, x, j === 0 ? inC : outC, outC, { ...res, tembAct })));
+          x = ctx.scope("resnets", () =>
+            ctx.scope(j, () => resnetBlock2D(ctx, x, j === 0 ? inC : outC, outC, { ...res, tembAct })));
           if (type === "CrossAttnDownBlock2D") {
-            x = ctx.scope("attentions", () => ctx.scope(j, () => transformer2D(ctx, x, ehs, outC, cfg.heads[i], cfg)));
+            x = ctx.scope("attentions", () =>
+              ctx.scope(j, () =>
+                transformer2D(ctx, x, ehs, outC, cfg.heads[i], cfg)));
           }
           skips.push({ v: x, c: outC });
         }
         if (!last) {
           x = ctx.scope("downsamplers", () =>
-            ctx.scope(0, () => ctx.conv("conv", x, outC, outC, 3, { stride: 2, padding: cfg.downsample_padding })));
+            ctx.scope(0, () =>
+              ctx.conv("conv", x, outC, outC, 3, { stride: 2, padding: cfg.downsample_padding })));
           skips.push({ v: x, c: outC });
         }
       }));
@@ -272,7 +329,10 @@ export function buildUNet2DCondition(ctx: ModelContext, cfg: UNetConfig, io: { b
     const o = { ...res, tembAct, outputScale: cfg.mid_block_scale_factor };
     let h = ctx.scope("resnets", () => ctx.scope(0, () => resnetBlock2D(ctx, x, midC, midC, o)));
     for (let l = 0; l < 1; l++) {
-      h = ctx.scope("attentions", () => ctx.scope(l, () => transformer2D(ctx, h, ehs, midC, cfg.heads[cfg.heads.length - 1], cfg)));
+      h = ctx.scope(
+        "attentions",
+        () => ctx.scope(l, () => transformer2D(ctx, h, ehs, midC, cfg.heads[cfg.heads.length - 1], cfg)),
+      );
       h = ctx.scope("resnets", () => ctx.scope(l + 1, () => resnetBlock2D(ctx, h, midC, midC, o)));
     }
     return h;
@@ -294,13 +354,18 @@ export function buildUNet2DCondition(ctx: ModelContext, cfg: UNetConfig, io: { b
           const resIn = j === 0 ? prevC : outC;
           x = g.op("Concat", [x, skip.v], { axis: 1 });
           const inC = resIn + skip.c;
-          x = ctx.scope("resnets", () => ctx.scope(j, () => resnetBlock2D(ctx, x, inC, outC, { ...res, tembAct })));
+          x = ctx.scope("resnets", () =>
+            ctx.scope(j, () => resnetBlock2D(ctx, x, inC, outC, { ...res, tembAct })));
           if (type === "CrossAttnUpBlock2D") {
-            x = ctx.scope("attentions", () => ctx.scope(j, () => transformer2D(ctx, x, ehs, outC, revHeads[i], cfg)));
+            x = ctx.scope("attentions", () =>
+              ctx.scope(j, () =>
+                transformer2D(ctx, x, ehs, outC, revHeads[i], cfg)));
           }
         }
         if (!last) {
-          x = ctx.scope("upsamplers", () => ctx.scope(0, () => ctx.conv("conv", ops.upsampleNearest2x(g, x), outC, outC, 3)));
+          x = ctx.scope("upsamplers", () =>
+            ctx.scope(0, () =>
+              ctx.conv("conv", ops.upsampleNearest2x(g, x), outC, outC, 3)));
         }
       }));
   });

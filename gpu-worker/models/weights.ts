@@ -79,10 +79,15 @@ export class WeightSource {
       throw new WeightError(`missing tensor "${full}" (expected shape [${shape.join(", ")}]) in ${where}`);
     }
     const e = file.entry(stored);
-    if (numel(e.shape) !== numel(shape) || (e.shape.length === shape.length && e.shape.some((d, i) => d !== shape[i]))) {
+    if (
+      numel(e.shape) !== numel(shape) ||
+      (e.shape.length === shape.length && e.shape.some((d, i) => d !== shape[i]))
+    ) {
       // Old attention weights are stored as 1x1 convs ([C, C, 1, 1]); same numbers, other shape, so they pass.
       throw new WeightError(
-        `${file.source}: tensor "${stored}" has shape [${e.shape.join(", ")}], expected [${shape.join(", ")}]`,
+        `${file.source}: tensor "${stored}" has shape [${e.shape.join(", ")}], expected [${
+          shape.join(", ")
+        }]`,
       );
     }
     return file.float32(stored);
@@ -105,7 +110,9 @@ export class WeightSource {
     for (const f of this.files) {
       for (const n of f.names()) {
         if (!n.startsWith(this.prefix) || used.has(n)) continue;
-        const aliasUsed = ALIASES.some(([ours, theirs]) => n.includes(theirs) && used.has(n.replace(theirs, ours)));
+        const aliasUsed = ALIASES.some(([ours, theirs]) =>
+          n.includes(theirs) && used.has(n.replace(theirs, ours))
+        );
         if (!aliasUsed) out.push(n);
       }
     }

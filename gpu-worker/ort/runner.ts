@@ -66,13 +66,20 @@ export class EngineRunner {
     };
   }
 
-  private async call(req: RunnerRequest, transfer: Transferable[] = []): Promise<RunnerResponse & { ok: true }> {
+  private async call(
+    req: RunnerRequest,
+    transfer: Transferable[] = [],
+  ): Promise<RunnerResponse & { ok: true }> {
     const res = await new Promise<RunnerResponse>((resolve) => {
       this.pending.set(req.id, { resolve });
       this.worker.postMessage(req, { transfer });
     });
     if (!res.ok) {
-      const Ctor = res.errorName === "TypeError" ? TypeError : res.errorName === "RangeError" ? RangeError : Error;
+      const Ctor = res.errorName === "TypeError"
+        ? TypeError
+        : res.errorName === "RangeError"
+        ? RangeError
+        : Error;
       throw new Ctor(res.error);
     }
     return res;
@@ -94,7 +101,13 @@ export class EngineRunner {
       run: async (feeds, outputs) => {
         const wire: Record<string, WireTensor> = {};
         for (const [k, t] of Object.entries(feeds)) wire[k] = { dtype: t.dtype, dims: t.dims, data: t.data };
-        const r = await this.call({ id: this.nextId++, kind: "run", session: sessionId, feeds: wire, outputs });
+        const r = await this.call({
+          id: this.nextId++,
+          kind: "run",
+          session: sessionId,
+          feeds: wire,
+          outputs,
+        });
         const out: Record<string, Tensor> = {};
         for (const [k, t] of Object.entries(r.outputs!)) out[k] = new Tensor(t.dtype, t.dims, t.data);
         return out;

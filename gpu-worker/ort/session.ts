@@ -19,7 +19,9 @@ export type ExecutionProvider = typeof EXECUTION_PROVIDERS[number];
 /** Validates a provider name, with the valid ones in the error. */
 export function parseExecutionProvider(name: string): ExecutionProvider {
   if ((EXECUTION_PROVIDERS as readonly string[]).includes(name)) return name as ExecutionProvider;
-  throw new RangeError(`Unsupported execution provider "${name}". Should be one of: ${EXECUTION_PROVIDERS.join(", ")}`);
+  throw new RangeError(
+    `Unsupported execution provider "${name}". Should be one of: ${EXECUTION_PROVIDERS.join(", ")}`,
+  );
 }
 
 /** The inputs a session expects (from the graph builder), used to check feeds before running. */
@@ -36,11 +38,15 @@ export function checkFeeds(spec: SessionSpec, feeds: Record<string, Tensor>): vo
       problems.push(`missing input "${inp.name}" (${inp.dtype} [${inp.shape.join(", ")}])`);
       continue;
     }
-    if (t.dtype !== inp.dtype) problems.push(`input "${inp.name}": expected dtype ${inp.dtype}, given ${t.dtype}`);
+    if (t.dtype !== inp.dtype) {
+      problems.push(`input "${inp.name}": expected dtype ${inp.dtype}, given ${t.dtype}`);
+    }
     const badRank = t.dims.length !== inp.shape.length;
     const badDim = !badRank && inp.shape.some((d, i) => typeof d === "number" && d !== t.dims[i]);
     if (badRank || badDim) {
-      problems.push(`input "${inp.name}": expected shape [${inp.shape.join(", ")}], given [${t.dims.join(", ")}]`);
+      problems.push(
+        `input "${inp.name}": expected shape [${inp.shape.join(", ")}], given [${t.dims.join(", ")}]`,
+      );
     }
   }
   const known = new Set(spec.inputs.map((i) => i.name));
@@ -105,7 +111,9 @@ export class OrtSession {
     try {
       result = outputs ? await this.session.run(ortFeeds, outputs) : await this.session.run(ortFeeds);
     } catch (e) {
-      const desc = Object.entries(feeds).map(([k, t]) => `${k}: ${t.dtype} [${t.dims.join(", ")}]`).join("; ");
+      const desc = Object.entries(feeds).map(([k, t]) => `${k}: ${t.dtype} [${t.dims.join(", ")}]`).join(
+        "; ",
+      );
       throw new Error(`ONNX Runtime run failed (${(e as Error).message}); inputs were ${desc}`);
     }
     const out: Record<string, Tensor> = {};

@@ -1,0 +1,133 @@
+/**
+ * A diffusers model folder (`model_index.json`, `text_encoder/`, `unet/`, `vae/`, `tokenizer/`,
+ * `scheduler/scheduler_config.json`) read into configs, weights and a tokenizer, and turned into the four
+ * graphs a Stable Diffusion pipeline runs: text encoder, UNet, VAE encoder, VAE decoder.
+ *
+ * @example
+ * ```ts
+ * const folder = await loadModelFolder("models/tiny-shapes");
+ * const graphs = buildPipelineGraphs(folder);
+ * ```
+ */
+import { GraphBuilder } from "../graph/builder.ts";
+import { loadSafetensors, type SafetensorsFile } from "./safetensors.ts";
+import { WeightSource } from "./weights.ts";
+import { type LoraSlots, ModelContext } from "./layers.ts";
+import { buildUNet2DCondition, parseUNetConfig, type UNetConfig } from "./unet_2d_condition.ts";
+import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig, type VaeConfig } from "./autoencoder_kl.ts";
+import { buildClipTextModel, type ClipTextConfig, parseClipTextConfig } from "./clip_text_model.ts";
+import { ClipTokenizer } from "../tokenizer/clip_tokenizer.ts";
+
+/** The attention projections that carry LoRA slots by default (diffusers' LoRA targets). */
+export const DEFAULT_LORA_TARGETS = [/attn[12]\.(to_q|to_k|to_v|to_out\.0)$/];
+
+export interface ModelFolder {
+  dir: string;
+  index: Record<string, unknown>;
+  unetConfig: UNetConfig;
+  vaeConfig: VaeConfig;
+  textConfig: ClipTextConfig;
+  schedulerConfig: Record<string, unknown>;
+  tokenizer: ClipTokenizer;
+  weights: { unet: SafetensorsFile; vae: SafetensorsFile; text_encoder: SafetensorsFile };
+  /** Latent pixels per image pixel side (2^(VAE levels - 1)). */
+  vaeScaleFactor: number;
+}
+
+async function readJson(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new Error(`model folder: cannot read ${path} (${(e as Error).message})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new SyntaxError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** The first weights file that exists among diffusers' and transformers' names (fp32 before fp16). */
+async function findWeights(dir: string, names: string[]): Promise<SafetensorsFile> {
+  for (const n of names) {
+    try {
+      await Deno.stat(`${dir}/${n}`);
+    } catch {
+      continue;
+    }
+    return await loadSafetensors(`${dir}/${n}`);
+  }
+  const pickle = ["diffusion_pytorch_model.bin", "pytorch_model.bin"];
+  for (const n of pickle) {
+    try {
+      await Deno.stat(`${dir}/${n}`);
+      throw new Error(`${dir}/${n}: pickle weights are refused for safety; convert them to safetensors`);
+    } catch (e) {
+      if ((e as Error).message.includes("refused")) throw e;
+    }
+  }
+  throw new Error(`${dir}: no weights file (looked for ${names.join(", ")})`);
+}
+
+export async function loadModelFolder(dir: string): Promise<ModelFolder> {
+  const index = await readJson(`${dir}/model_index.json`);
+  const [unetRaw, vaeRaw, textRaw, schedRaw] = await Promise.all([
+    readJson(`${dir}/unet/config.json`),
+    readJson(`${dir}/vae/config.json`),
+    readJson(`${dir}/text_encoder/config.json`),
+    readJson(`${dir}/scheduler/scheduler_config.json`),
+  ]);
+  const diffusersNames = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"];
+  const [unet, vae, text_encoder, tokenizer] = await Promise.all([
+    findWeights(`${dir}/unet`, diffusersNames),
+    findWeights(`${dir}/vae`, diffusersNames),
+    findWeights(`${dir}/text_encoder`, ["model.safetensors", "model.fp16.safetensors"]),
+    ClipTokenizer.fromModelFolder(dir),
+  ]);
+  const vaeConfig = parseVaeConfig(vaeRaw);
+  return {
+    dir,
+    index,
+    unetConfig: {
+      ...parseUNetConfig(unetRaw),
+      prediction_type: schedRaw.prediction_type as string | undefined,
+    },
+    vaeConfig,
+    textConfig: parseClipTextConfig(textRaw),
+    schedulerConfig: schedRaw,
+    tokenizer,
+    weights: { unet, vae, text_encoder },
+    vaeScaleFactor: 2 ** (vaeConfig.block_out_channels.length - 1),
+  };
+}
+
+export interface PipelineGraphs {
+  textEncoder: GraphBuilder;
+  unet: GraphBuilder;
+  vaeEncoder: GraphBuilder;
+  vaeDecoder: GraphBuilder;
+  /** The UNet modules that carry LoRA slots. */
+  loraModules: { path: string; inFeatures: number; outFeatures: number }[];
+}
+
+/** Builds the four graphs from the folder's weights; `lora` puts LoRA slots on the UNet. */
+export function buildPipelineGraphs(f: ModelFolder, opts: { lora?: LoraSlots } = {}): PipelineGraphs {
+  const lora = opts.lora ?? { targets: DEFAULT_LORA_TARGETS };
+  const textEncoder = new GraphBuilder("text_encoder");
+  const textPrefix = f.weights.text_encoder.has("text_model.embeddings.token_embedding.weight")
+    ? "text_model."
+    : "";
+  buildClipTextModel(
+    new ModelContext(textEncoder, WeightSource.fromFiles([f.weights.text_encoder], textPrefix)),
+    f.textConfig,
+  );
+  const unet = new GraphBuilder("unet");
+  const unetCtx = new ModelContext(unet, WeightSource.fromFiles([f.weights.unet]), { lora });
+  buildUNet2DCondition(unetCtx, f.unetConfig);
+  const vaeEncoder = new GraphBuilder("vae_encoder");
+  buildVaeEncoder(new ModelContext(vaeEncoder, WeightSource.fromFiles([f.weights.vae])), f.vaeConfig);
+  const vaeDecoder = new GraphBuilder("vae_decoder");
+  buildVaeDecoder(new ModelContext(vaeDecoder, WeightSource.fromFiles([f.weights.vae])), f.vaeConfig);
+  return { textEncoder, unet, vaeEncoder, vaeDecoder, loraModules: unetCtx.loraModules };
+}
