@@ -39,7 +39,9 @@ export class Tensor {
 
   /** The float32 data; throws for other dtypes. */
   get f(): Float32Array {
-    if (!(this.data instanceof Float32Array)) throw new TypeError(`expected a float32 tensor, got ${this.dtype}`);
+    if (!(this.data instanceof Float32Array)) {
+      throw new TypeError(`expected a float32 tensor, got ${this.dtype}`);
+    }
     return this.data;
   }
 }

@@ -34,6 +34,8 @@ export class WeightError extends Error {
 export class WeightSource {
   /** Every parameter requested so far, with its shape (in request order). */
   readonly requested = new Map<string, number[]>();
+  /** Random init only: every tensor made, to save as a checkpoint. */
+  readonly produced = new Map<string, { shape: number[]; data: Float32Array }>();
   private rng?: Rng;
 
   private constructor(
@@ -72,7 +74,11 @@ export class WeightSource {
     if (this.requested.has(full)) throw new WeightError(`parameter "${full}" requested twice while building`);
     this.requested.set(full, shape);
     if (this.kind === "spec") return new Float32Array(0);
-    if (this.kind === "random") return initialize(this.rng!, shape, init);
+    if (this.kind === "random") {
+      const data = initialize(this.rng!, shape, init);
+      this.produced.set(full, { shape, data });
+      return data;
+    }
     const [file, stored] = this.locate(full);
     if (!file) {
       const where = this.files.map((f) => f.source).join(", ");

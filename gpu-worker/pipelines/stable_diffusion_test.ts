@@ -1,0 +1,143 @@
+import { assert, assertEquals, assertRejects, relativeError } from "../testing.ts";
+import { EngineRunner } from "../ort/runner.ts";
+import { type LoraWeights, StableDiffusionPipeline } from "./stable_diffusion.ts";
+import { encodePng } from "../image/png.ts";
+import { Rng } from "../random.ts";
+
+const TINY = new URL("../../models/tiny-shapes", import.meta.url).pathname;
+
+async function withPipeline(fn: (p: StableDiffusionPipeline) => Promise<void>) {
+  const runner = new EngineRunner();
+  try {
+    await fn(await StableDiffusionPipeline.load(TINY, runner));
+  } finally {
+    runner.terminate();
+  }
+}
+
+function randomLora(p: StableDiffusionPipeline, seed: number, rank = 2): LoraWeights {
+  const rng = new Rng(seed);
+  const modules = new Map();
+  for (const m of p.loraModules) {
+    modules.set(m.path, {
+      rank,
+      down: rng.normal(rank * m.inFeatures, 0.3),
+      up: rng.normal(m.outFeatures * rank, 0.3),
+    });
+  }
+  return { name: `random-${seed}`, modules };
+}
+
+const pixels = (imgs: { rgb: Uint8Array }[]) => Float32Array.from(imgs.flatMap((i) => Array.from(i.rgb)));
+
+Deno.test("txt2img is deterministic by seed: same seed same bytes, another seed other bytes", async () => {
+  await withPipeline(async (p) => {
+    const o = { prompt: "a large red circle on the left, blue background", steps: 6, n: 2 };
+    const a = await p.generate({ ...o, seed: 7 });
+    const b = await p.generate({ ...o, seed: 7 });
+    const c = await p.generate({ ...o, seed: 8 });
+    assertEquals(a.images.length, 2);
+    assertEquals([a.images[0].width, a.images[0].height], [64, 64]);
+    assertEquals(encodePng(a.images[0]), encodePng(b.images[0]));
+    assertEquals(encodePng(a.images[1]), encodePng(b.images[1]));
+    assert(
+      relativeError(pixels(a.images), pixels(c.images)) > 0.01,
+      "another seed should give another image",
+    );
+  });
+});
+
+Deno.test("every scheduler runs and reports each step; guidance and negative prompt change the result", async () => {
+  await withPipeline(async (p) => {
+    for (const scheduler of ["ddim", "ddpm", "euler", "euler_a", "dpmpp_2m"] as const) {
+      const steps: number[] = [];
+      const r = await p.generate({
+        prompt: "a blue square",
+        seed: 1,
+        steps: 5,
+        scheduler,
+        onStep: (s) => void steps.push(s.step),
+      });
+      assertEquals(steps, [1, 2, 3, 4, 5], scheduler);
+      assert(r.images[0].rgb.some((v) => v !== r.images[0].rgb[0]), `${scheduler} gave a flat image`);
+    }
+    const base = await p.generate({ prompt: "a blue square", seed: 1, steps: 5, guidanceScale: 7.5 });
+    const noCfg = await p.generate({ prompt: "a blue square", seed: 1, steps: 5, guidanceScale: 1 });
+    const neg = await p.generate({ prompt: "a blue square", negativePrompt: "red", seed: 1, steps: 5 });
+    assertEquals(base.timings.unetEvals, 5);
+    assert(relativeError(pixels(base.images), pixels(noCfg.images)) > 1e-3);
+    assert(relativeError(pixels(base.images), pixels(neg.images)) > 1e-3);
+  });
+});
+
+Deno.test("img2img: low strength stays near the input image, high strength moves away", async () => {
+  await withPipeline(async (p) => {
+    const src = (await p.generate({ prompt: "a green star", seed: 3, steps: 8 })).images[0];
+    const near = await p.generate({ prompt: "a green star", seed: 4, steps: 10, image: src, strength: 0.2 });
+    const far = await p.generate({ prompt: "a green star", seed: 4, steps: 10, image: src, strength: 1 });
+    assertEquals(near.timings.unetEvals, 2);
+    const dNear = relativeError(pixels(near.images), pixels([src]));
+    const dFar = relativeError(pixels(far.images), pixels([src]));
+    assert(dNear < dFar, `strength 0.2 moved ${dNear}, strength 1 moved ${dFar}`);
+  });
+});
+
+Deno.test("LoRA slots: scale 0 is a no-op, scales add up across adapters, and scales can change per step", async () => {
+  await withPipeline(async (p) => {
+    assert(
+      p.loraModules.length > 0 &&
+        p.loraModules.every((m) => /attn[12]\.(to_q|to_k|to_v|to_out\.0)$/.test(m.path)),
+    );
+    const lora = randomLora(p, 11);
+    const o = { prompt: "a red circle", seed: 5, steps: 4 };
+    const plain = pixels((await p.generate(o)).images);
+    const zero = pixels((await p.generate({ ...o, adapters: [{ lora, scale: 0 }] })).images);
+    assertEquals(Array.from(zero), Array.from(plain));
+    const two = pixels((await p.generate({ ...o, adapters: [{ lora, scale: 2 }] })).images);
+    const onePlusOne = pixels(
+      (await p.generate({ ...o, adapters: [{ lora, scale: 1 }, { lora, scale: 1 }] })).images,
+    );
+    assert(relativeError(two, plain) > 1e-2, "a LoRA at scale 2 should change the image");
+    assert(relativeError(onePlusOne, two) < 2e-2, "two copies at scale 1 should equal one at scale 2");
+    const late = pixels(
+      (await p.generate({ ...o, adapters: [{ lora, scale: (s) => (s >= 2 ? 2 : 0) }] })).images,
+    );
+    assert(
+      relativeError(late, two) > 1e-3 && relativeError(late, plain) > 1e-3,
+      "a per-step scale is its own result",
+    );
+  });
+});
+
+Deno.test("bad requests fail before any work, naming the field; cancellation stops a run", async () => {
+  await withPipeline(async (p) => {
+    await assertRejects(
+      () => p.generate({ prompt: "x", width: 50 }),
+      RangeError,
+      "width must be a multiple of 16",
+    );
+    await assertRejects(() => p.generate({ prompt: "x", steps: 0 }), RangeError, "steps must be");
+    await assertRejects(() => p.generate({ prompt: "x", n: 99 }), RangeError, "n must be");
+    await assertRejects(
+      () => p.generate({ prompt: "x", scheduler: "lms" as "ddim" }),
+      RangeError,
+      "Should be one of",
+    );
+    const ac = new AbortController();
+    let seen = 0;
+    await assertRejects(
+      () =>
+        p.generate({
+          prompt: "x",
+          steps: 10,
+          signal: ac.signal,
+          onStep: () => {
+            if (++seen === 3) ac.abort();
+          },
+        }),
+      DOMException,
+      "canceled",
+    );
+    assertEquals(seen, 3);
+  });
+});
