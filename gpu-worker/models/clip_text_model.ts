@@ -15,6 +15,9 @@
 import * as ops from "../graph/ops.ts";
 import type { ModelContext } from "./layers.ts";
 
+/** Graph input holding the embeddings of added tokens. */
+export const EXTRA_TOKENS_INPUT = "token_embedding.extra";
+
 export interface ClipTextConfig {
   hidden_size: number;
   intermediate_size: number;
@@ -55,11 +58,14 @@ export function parseClipTextConfig(raw: Record<string, unknown>): ClipTextConfi
   return cfg;
 }
 
-/** Builds the text encoder; `extraTokens` rows (input `token_embedding.extra` [n, D]) follow the vocabulary. */
+/**
+ * Builds the text encoder. With `extraTokens`, the graph takes `token_embedding.extra` [n, D]: rows for ids
+ * vocab_size, vocab_size + 1, ... (tokens added after pretraining); `n` may differ from run to run.
+ */
 export function buildClipTextModel(
   ctx: ModelContext,
   cfg: ClipTextConfig,
-  io: { extraTokens?: number } = {},
+  io: { extraTokens?: boolean } = {},
 ) {
   const g = ctx.g;
   const D = cfg.hidden_size;
@@ -71,7 +77,7 @@ export function buildClipTextModel(
     const tok = ctx.scope("token_embedding", () => {
       let table = ctx.param("weight", [cfg.vocab_size, D], "embedding");
       if (io.extraTokens) {
-        const extra = g.input("token_embedding.extra", "float32", [io.extraTokens, D]);
+        const extra = g.input(EXTRA_TOKENS_INPUT, "float32", ["extra_tokens", D]);
         table = g.op("Concat", [table, extra], { axis: 0 });
       }
       return g.op("Gather", [table, ids], { axis: 0 });

@@ -121,6 +121,7 @@ export function buildPipelineGraphs(f: ModelFolder, opts: { lora?: LoraSlots } =
   buildClipTextModel(
     new ModelContext(textEncoder, WeightSource.fromFiles([f.weights.text_encoder], textPrefix)),
     f.textConfig,
+    { extraTokens: true },
   );
   const unet = new GraphBuilder("unet");
   const unetCtx = new ModelContext(unet, WeightSource.fromFiles([f.weights.unet]), { lora });

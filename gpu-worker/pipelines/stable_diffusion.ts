@@ -15,6 +15,7 @@ import type { ExecutionProvider } from "../ort/session.ts";
 import type { GraphBuilder } from "../graph/builder.ts";
 import { buildPipelineGraphs, loadModelFolder, type ModelFolder } from "../models/model_folder.ts";
 import { loraInputNames } from "../models/layers.ts";
+import { EXTRA_TOKENS_INPUT } from "../models/clip_text_model.ts";
 import { createScheduler, type SchedulerName, timestepsForStrength } from "../schedulers/scheduler.ts";
 import { Rng } from "../random.ts";
 import { Tensor } from "../tensor.ts";
@@ -40,8 +41,10 @@ export interface StepInfo {
   step: number;
   total: number;
   timestep: number;
-  /** Current latents [n, C, h, w] (decode with `decodeLatents` for a preview). */
+  /** Current latents [n, C, h, w]. */
   latents: Tensor;
+  /** Decodes the sampler's current estimate of the final image (x0), for progress previews. */
+  preview: () => Promise<RgbImage[]>;
 }
 
 export interface GenerateOptions {
@@ -78,6 +81,9 @@ async function session(runner: EngineRunner, g: GraphBuilder, ep: ExecutionProvi
 }
 
 export class StableDiffusionPipeline {
+  /** Embeddings of added tokens, by id - vocab_size. */
+  private readonly extraEmbeddings = new Map<number, Float32Array>();
+
   private constructor(
     readonly folder: ModelFolder,
     private readonly text: RemoteSession,
@@ -117,8 +123,55 @@ export class StableDiffusionPipeline {
       truncation: true,
     });
     const ids = Tensor.i64([texts.length, maxLength], inputIds.flat());
-    const out = await this.text.run({ input_ids: ids }, ["last_hidden_state"]);
+    const out = await this.text.run({ input_ids: ids, [EXTRA_TOKENS_INPUT]: this.extraRows() }, [
+      "last_hidden_state",
+    ]);
     return out.last_hidden_state;
+  }
+
+  /**
+   * Adds tokens (e.g. `<new1>`) to the tokenizer with their embeddings (`dim` floats each), so prompts can use
+   * them; a token added again gets its embedding replaced. Returns their ids.
+   */
+  addTokens(tokens: { token: string; embedding: Float32Array }[]): number[] {
+    const D = this.folder.textConfig.hidden_size;
+    const base = this.folder.textConfig.vocab_size;
+    return tokens.map(({ token, embedding }) => {
+      if (embedding.length !== D) {
+        throw new RangeError(`embedding of "${token}" has ${embedding.length} values, expected ${D}`);
+      }
+      const existing = this.folder.tokenizer.encode(token);
+      if (existing.length === 1 && existing[0] < base) {
+        throw new RangeError(
+          `"${token}" is already in the base vocabulary (id ${existing[0]}); pick a new token`,
+        );
+      }
+      const [id] = this.folder.tokenizer.addTokens([token]);
+      this.extraEmbeddings.set(id - base, Float32Array.from(embedding));
+      return id;
+    });
+  }
+
+  /** The input embedding row of a base-vocabulary token id (for initializing new tokens from old ones). */
+  tokenEmbedding(id: number): Float32Array {
+    const D = this.folder.textConfig.hidden_size;
+    const file = this.folder.weights.text_encoder;
+    const prefix = file.has("text_model.embeddings.token_embedding.weight") ? "text_model." : "";
+    if (!(Number.isInteger(id) && id >= 0 && id < this.folder.textConfig.vocab_size)) {
+      throw new RangeError(
+        `token id ${id} is outside the base vocabulary (0..${this.folder.textConfig.vocab_size - 1})`,
+      );
+    }
+    return file.float32(`${prefix}embeddings.token_embedding.weight`).slice(id * D, (id + 1) * D);
+  }
+
+  /** Rows for added token ids, in id order; at least one row (an unused zero row) so the input is never empty. */
+  private extraRows(): Tensor {
+    const D = this.folder.textConfig.hidden_size;
+    const n = Math.max(1, ...[...this.extraEmbeddings.keys()].map((k) => k + 1));
+    const data = new Float32Array(n * D);
+    for (const [k, row] of this.extraEmbeddings) data.set(row, k * D);
+    return Tensor.f32([n, D], data);
   }
 
   /** Latents (scaled, as the UNet sees them) -> RGB images. */
@@ -263,11 +316,13 @@ export class StableDiffusionPipeline {
         pred = guided;
       }
       latents = scheduler.step(pred, t, latents, rng);
+      const x0 = scheduler.predOriginalSample ?? latents;
       await o.onStep?.({
         step: i + 1,
         total: timesteps.length,
         timestep: t,
         latents: Tensor.f32(dims, latents),
+        preview: () => this.decodeLatents(Tensor.f32(dims, Float32Array.from(x0))),
       });
     }
     const images = await this.decodeLatents(Tensor.f32(dims, latents));

@@ -51,14 +51,19 @@ Deno.test("every scheduler runs and reports each step; guidance and negative pro
   await withPipeline(async (p) => {
     for (const scheduler of ["ddim", "ddpm", "euler", "euler_a", "dpmpp_2m"] as const) {
       const steps: number[] = [];
+      let preview: { width: number }[] = [];
       const r = await p.generate({
         prompt: "a blue square",
         seed: 1,
         steps: 5,
         scheduler,
-        onStep: (s) => void steps.push(s.step),
+        onStep: async (s) => {
+          steps.push(s.step);
+          if (s.step === 3) preview = await s.preview();
+        },
       });
       assertEquals(steps, [1, 2, 3, 4, 5], scheduler);
+      assertEquals(preview.map((i) => i.width), [64]);
       assert(r.images[0].rgb.some((v) => v !== r.images[0].rgb[0]), `${scheduler} gave a flat image`);
     }
     const base = await p.generate({ prompt: "a blue square", seed: 1, steps: 5, guidanceScale: 7.5 });
@@ -139,5 +144,27 @@ Deno.test("bad requests fail before any work, naming the field; cancellation sto
       "canceled",
     );
     assertEquals(seen, 3);
+  });
+});
+
+Deno.test("added tokens extend the embedding table: <new1> with the embedding of 'red' reads as 'red'", async () => {
+  await withPipeline(async (p) => {
+    const redId = p.folder.tokenizer.encode("red")[0];
+    const [id] = p.addTokens([{ token: "<new1>", embedding: p.tokenEmbedding(redId) }]);
+    assertEquals(id, p.folder.textConfig.vocab_size);
+    const viaNew = await p.encodePrompt(["a <new1> circle"]);
+    const viaRed = await p.encodePrompt(["a red circle"]);
+    assertEquals(Array.from(viaNew.f), Array.from(viaRed.f));
+    const blue = p.tokenEmbedding(p.folder.tokenizer.encode("blue")[0]);
+    p.addTokens([{ token: "<new1>", embedding: blue }]);
+    assert(
+      relativeError((await p.encodePrompt(["a <new1> circle"])).f, viaRed.f) > 1e-3,
+      "replaced embedding is used",
+    );
+    await assertRejects(
+      async () => p.addTokens([{ token: "red", embedding: blue }]),
+      RangeError,
+      "base vocabulary",
+    );
   });
 });

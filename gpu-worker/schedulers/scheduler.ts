@@ -186,6 +186,53 @@ const BASE_DEFAULTS: SchedulerConfig = {
   lambda_min_clipped: -Infinity,
 };
 
+/** Config fields every sampler reads. */
+const COMMON_KEYS: readonly string[] = [
+  "num_train_timesteps",
+  "beta_start",
+  "beta_end",
+  "beta_schedule",
+  "trained_betas",
+  "prediction_type",
+  "timestep_spacing",
+  "steps_offset",
+  "rescale_betas_zero_snr",
+];
+
+const EXOTIC_SIGMAS = ["use_exponential_sigmas", "use_beta_sigmas"];
+
+/** Further fields each sampler reads (and so validates); the rest of a file is ignored. */
+const CLASS_KEYS: Record<SchedulerName, readonly string[]> = {
+  ddim: ["clip_sample", "clip_sample_range", "set_alpha_to_one", "thresholding"],
+  ddpm: ["clip_sample", "clip_sample_range", "thresholding", "variance_type"],
+  euler: [
+    "interpolation_type",
+    "use_karras_sigmas",
+    "sigma_min",
+    "sigma_max",
+    "final_sigmas_type",
+    "timestep_type",
+    ...EXOTIC_SIGMAS,
+  ],
+  euler_a: [],
+  dpmpp_2m: [
+    "thresholding",
+    "variance_type",
+    "use_karras_sigmas",
+    "final_sigmas_type",
+    "solver_order",
+    "algorithm_type",
+    "solver_type",
+    "lower_order_final",
+    "euler_at_final",
+    "lambda_min_clipped",
+    ...EXOTIC_SIGMAS,
+    "use_lu_lambdas",
+    "use_flow_sigmas",
+    "use_dynamic_shifting",
+  ],
+};
+
 const CLASS_DEFAULTS: Record<SchedulerName, Partial<SchedulerConfig>> = {
   ddim: { clip_sample: true, set_alpha_to_one: true, timestep_spacing: "leading" },
   ddpm: { clip_sample: true, timestep_spacing: "leading", variance_type: "fixed_small" },
@@ -234,10 +281,10 @@ function extendedNumber(value: unknown): unknown {
 }
 
 /**
- * Resolves a config for sampler `name`: file values over its defaults, validated. Unknown keys are ignored;
- * a known key with an unsupported value throws a RangeError that lists the valid values. Options that would
- * silently change the numbers if ignored (thresholding, exotic sigma spacings, learned variances, other DPM
- * algorithms) are rejected rather than ignored.
+ * Resolves a config for sampler `name`: the file's values for the fields this sampler reads, over its defaults,
+ * validated; every other key is ignored (a DPM-only setting does not stop DDIM). A read field with an unsupported
+ * value throws a RangeError that lists the valid values: options that would change the numbers if ignored
+ * (thresholding, exotic sigma spacings, learned variances, other DPM algorithms) are rejected, not ignored.
  */
 export function resolveSchedulerConfig(
   name: SchedulerName,
@@ -245,7 +292,9 @@ export function resolveSchedulerConfig(
 ): SchedulerConfig {
   const raw = input as Record<string, unknown>;
   const c = defaultSchedulerConfig(name);
-  const get = (k: keyof SchedulerConfig): unknown => (raw[k] === undefined ? c[k] : raw[k]);
+  const uses = (k: string) => COMMON_KEYS.includes(k) || CLASS_KEYS[name].includes(k);
+  // Fields this sampler does not read keep their defaults (a DPM-only value must not stop DDIM).
+  const get = (k: keyof SchedulerConfig): unknown => (raw[k] === undefined || !uses(k) ? c[k] : raw[k]);
   const isInt = (v: number) => Number.isSafeInteger(v);
 
   c.num_train_timesteps = num(
@@ -295,7 +344,7 @@ export function resolveSchedulerConfig(
   }
   const vt = get("variance_type");
   if (name === "ddpm") c.variance_type = oneOf("variance_type", vt, VARIANCE_TYPES);
-  else if (vt !== null && name === "dpmpp_2m") {
+  else if (vt !== null) {
     throw new RangeError(
       `Scheduler config variance_type ${JSON.stringify(vt)} is not supported. Should be one of: null`,
     );
@@ -342,7 +391,7 @@ export function resolveSchedulerConfig(
       "use_dynamic_shifting",
     ]
   ) {
-    if (raw[k] !== undefined && raw[k] !== false && raw[k] !== null) {
+    if (uses(k) && raw[k] !== undefined && raw[k] !== false && raw[k] !== null) {
       throw new RangeError(
         `Scheduler config ${k} ${JSON.stringify(raw[k])} is not supported. Should be one of: false`,
       );
@@ -567,8 +616,8 @@ export function npInterp(x: number, fp: ArrayLike<number>): number {
   if (x >= last) return fp[last];
   const j = Math.floor(x);
   if (j === x) return fp[j];
-  const slope = (fp[j + 1] - fp[j]) / 1;
-  return slope * (x - j) + fp[j];
+  // numpy: slope = (fp[j+1] - fp[j]) / (xp[j+1] - xp[j]), and xp steps by exactly 1 here
+  return (fp[j + 1] - fp[j]) * (x - j) + fp[j];
 }
 
 /** Integer inference timesteps for DDIM/DDPM (diffusers' three spacings). */

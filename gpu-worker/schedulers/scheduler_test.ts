@@ -173,6 +173,10 @@ Deno.test("resolveSchedulerConfig: per-sampler defaults and clear errors", () =>
   assertThrows(() => resolveSchedulerConfig("dpmpp_2m", { algorithm_type: "sde-dpmsolver++" }), RangeError);
   assertThrows(() => resolveSchedulerConfig("ddpm", { variance_type: "learned_range" }), RangeError);
   assertThrows(() => resolveSchedulerConfig("ddim", { num_train_timesteps: 0 }), RangeError);
+  // fields a sampler does not read are ignored, whatever their value
+  const sde = { algorithm_type: "sde-dpmsolver++", use_lu_lambdas: true, variance_type: "learned_range" };
+  assertEquals(resolveSchedulerConfig("ddim", sde).algorithm_type, "dpmsolver++");
+  assertEquals(resolveSchedulerConfig("euler_a", { use_karras_sigmas: true }).use_karras_sigmas, false);
 });
 
 Deno.test("createScheduler: class names, SD 1.5's PNDM fallback, overrides, unknown names", () => {
