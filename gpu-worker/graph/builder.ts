@@ -15,6 +15,7 @@
  * ```
  */
 import onnxProto from "onnx-proto";
+import { inferShapes, type SDim, type Shape } from "./shape_inference.ts";
 
 // deno-lint-ignore no-explicit-any
 export const onnx: any = (onnxProto as any).onnx ?? onnxProto;
@@ -53,7 +54,8 @@ export interface TensorInit {
 /** The opset the builder emits. 17 has LayerNormalization; everything else we use is older. */
 export const OPSET = 17;
 
-interface NodeRec {
+/** One emitted node (read by the autodiff). */
+export interface NodeRec {
   opType: string;
   domain: string;
   inputs: string[];
@@ -78,6 +80,9 @@ export class GraphBuilder {
   readonly initializers = new Map<string, TensorInit>();
   readonly functions = new Map<string, FunctionRec>();
   private nodes: NodeRec[] = [];
+  private shapes = new Map<string, Shape | undefined>();
+  private knownValues = new Map<string, SDim[]>();
+  private dtypes = new Map<string, DataType>();
   private names = new Set<string>();
   private scopes: string[] = [];
   private counter = 0;
@@ -122,7 +127,39 @@ export class GraphBuilder {
   input(name: string, dtype: DataType, shape: Dim[]): Value {
     this.claim(name);
     this.inputs.push({ name, dtype, shape });
+    this.shapes.set(name, [...shape]);
+    this.dtypes.set(name, dtype);
     return { name, dtype };
+  }
+
+  /** The nodes emitted so far, in order (a topological order). */
+  get graphNodes(): readonly NodeRec[] {
+    return this.nodes;
+  }
+
+  /** Static shape of a value (symbolic dims as strings, null where unknown), if inferable. */
+  shapeOf(v: Value | string): Shape | undefined {
+    return this.shapes.get(typeof v === "string" ? v : v.name);
+  }
+
+  /** Known values of a small int64 vector (shape computations), if any. */
+  valuesOf(v: Value | string): SDim[] | undefined {
+    return this.knownValues.get(typeof v === "string" ? v : v.name);
+  }
+
+  /** The Value record of a name already in the graph. */
+  valueOf(name: string): Value {
+    const dtype = this.dtypes.get(name);
+    if (!dtype) throw new Error(`graph "${this.name}": no value named "${name}"`);
+    return { name, dtype };
+  }
+
+  private recordInit(name: string, init: TensorInit) {
+    this.shapes.set(name, [...init.dims]);
+    this.dtypes.set(name, init.dtype);
+    if (init.dtype !== "float16" && init.data.length <= 16) {
+      this.knownValues.set(name, Array.from(init.data as ArrayLike<number | bigint>, (x) => Number(x)));
+    }
   }
 
   output(v: Value, name?: string, shape?: Dim[]): Value {
@@ -136,13 +173,16 @@ export class GraphBuilder {
   initializer(name: string, init: TensorInit): Value {
     this.claim(name);
     this.initializers.set(name, init);
+    this.recordInit(name, init);
     return { name, dtype: init.dtype };
   }
 
   /** An anonymous constant initializer. Scalars get shape []. */
   constant(data: number[] | Float32Array, dims: number[] = [], dtype: DataType = "float32"): Value {
     const name = this.fresh("const");
-    this.initializers.set(name, { dtype, dims, data: typed(dtype, data) });
+    const init = { dtype, dims, data: typed(dtype, data) };
+    this.initializers.set(name, init);
+    this.recordInit(name, init);
     return { name, dtype };
   }
 
@@ -185,6 +225,20 @@ export class GraphBuilder {
       outputs: outs.map((o) => o.name),
       name: this.fresh(`${opType}_node`),
       attrs,
+    });
+    const inferred = opts.domain ? { shapes: [], values: [] } : inferShapes(
+      opType,
+      inputs.map((
+        v,
+      ) => (v ? { shape: this.shapes.get(v.name), values: this.knownValues.get(v.name) } : null)),
+      attrs,
+      nOut,
+    );
+    outs.forEach((o, i) => {
+      this.dtypes.set(o.name, o.dtype);
+      this.shapes.set(o.name, inferred.shapes[i]);
+      const vals = inferred.values?.[i];
+      if (vals) this.knownValues.set(o.name, vals);
     });
     return outs;
   }

@@ -62,6 +62,13 @@ export function parseVaeConfig(raw: Record<string, unknown>): VaeConfig {
 
 const EPS = 1e-6;
 
+/** Graph dims; numbers make every shape static (training graphs). */
+export interface VaeDims {
+  batch?: number | string;
+  height?: number | string;
+  width?: number | string;
+}
+
 /** The VAE's single-head spatial self-attention with its own group norm and a residual. */
 function vaeAttention(ctx: ModelContext, x: Value, channels: number, groups: number): Value {
   const g = ctx.g;
@@ -83,13 +90,18 @@ function midBlock(ctx: ModelContext, x: Value, c: number, cfg: VaeConfig): Value
 }
 
 /** Encoder graph: input `image` [B, 3, H, W] -> outputs `latent_mean`, `latent_logvar` [B, L, H/f, W/f]. */
-export function buildVaeEncoder(ctx: ModelContext, cfg: VaeConfig, io: { batch?: number | string } = {}) {
+export function buildVaeEncoder(ctx: ModelContext, cfg: VaeConfig, io: VaeDims = {}) {
   const g = ctx.g;
   const B = io.batch ?? "batch";
   const boc = cfg.block_out_channels;
   const L = cfg.latent_channels;
   const o = { groups: cfg.norm_num_groups, eps: EPS };
-  let x: Value = g.input("image", "float32", [B, cfg.in_channels, "height", "width"]);
+  let x: Value = g.input("image", "float32", [
+    B,
+    cfg.in_channels,
+    io.height ?? "height",
+    io.width ?? "width",
+  ]);
   const moments = ctx.scope("encoder", () => {
     x = ctx.conv("conv_in", x, cfg.in_channels, boc[0], 3);
     let outC = boc[0];
@@ -119,16 +131,17 @@ export function buildVaeEncoder(ctx: ModelContext, cfg: VaeConfig, io: { batch?:
   const clipped = g.op("Clip", [logvar, g.scalar(-30), g.scalar(20)]);
   g.output(mean, "latent_mean");
   g.output(clipped, "latent_logvar");
+  return { mean, logvar: clipped };
 }
 
 /** Decoder graph: input `latents` [B, L, h, w] (unscaled) -> output `decoded` [B, 3, h*f, w*f] in about [-1, 1]. */
-export function buildVaeDecoder(ctx: ModelContext, cfg: VaeConfig, io: { batch?: number | string } = {}) {
+export function buildVaeDecoder(ctx: ModelContext, cfg: VaeConfig, io: VaeDims = {}) {
   const g = ctx.g;
   const B = io.batch ?? "batch";
   const boc = cfg.block_out_channels;
   const L = cfg.latent_channels;
   const o = { groups: cfg.norm_num_groups, eps: EPS };
-  let x: Value = g.input("latents", "float32", [B, L, "height", "width"]);
+  let x: Value = g.input("latents", "float32", [B, L, io.height ?? "height", io.width ?? "width"]);
   if (cfg.use_post_quant_conv) x = ctx.conv("post_quant_conv", x, L, L, 1);
   const out = ctx.scope("decoder", () => {
     const rev = [...boc].reverse();
@@ -155,4 +168,5 @@ export function buildVaeDecoder(ctx: ModelContext, cfg: VaeConfig, io: { batch?:
     return ctx.conv("conv_out", x, outC, cfg.out_channels, 3);
   });
   g.output(out, "decoded");
+  return out;
 }

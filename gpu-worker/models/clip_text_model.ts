@@ -12,6 +12,7 @@
  * buildClipTextModel(new ModelContext(g, WeightSource.random(0)), parseClipTextConfig(json));
  * ```
  */
+import type { Value } from "../graph/builder.ts";
 import * as ops from "../graph/ops.ts";
 import type { ModelContext } from "./layers.ts";
 
@@ -65,12 +66,12 @@ export function parseClipTextConfig(raw: Record<string, unknown>): ClipTextConfi
 export function buildClipTextModel(
   ctx: ModelContext,
   cfg: ClipTextConfig,
-  io: { extraTokens?: boolean } = {},
-) {
+  io: { extraTokens?: boolean; batch?: number | string; sequence?: number | string } = {},
+): Value {
   const g = ctx.g;
   const D = cfg.hidden_size;
   const H = cfg.num_attention_heads;
-  const ids = g.input("input_ids", "int64", ["batch", "sequence"]);
+  const ids = g.input("input_ids", "int64", [io.batch ?? "batch", io.sequence ?? "sequence"]);
   const seqLen = g.op("Gather", [g.op("Shape", [ids]), g.ints([1])], { axis: 0 });
 
   const hidden0 = ctx.scope("embeddings", () => {
@@ -125,7 +126,7 @@ export function buildClipTextModel(
       }
     }));
   const last = ctx.layerNorm("final_layer_norm", h, D, cfg.layer_norm_eps);
-  g.output(last, "last_hidden_state", ["batch", "sequence", D]);
+  g.output(last, "last_hidden_state", [io.batch ?? "batch", io.sequence ?? "sequence", D]);
 
   // Pooled output at the first end-of-text token of each row.
   const isEos = g.op("Cast", [g.op("Equal", [ids, g.constant([cfg.eos_token_id], [], "int64")])], { to: 6 });
@@ -136,5 +137,6 @@ export function buildClipTextModel(
     g.ints([1, D]),
   ], { axis: 0 });
   const pooled = g.op("GatherElements", [last, g.op("Expand", [idx, shapeB])], { axis: 1 });
-  g.output(g.op("Squeeze", [pooled, g.ints([1])]), "pooler_output", ["batch", D]);
+  g.output(g.op("Squeeze", [pooled, g.ints([1])]), "pooler_output", [io.batch ?? "batch", D]);
+  return last;
 }

@@ -47,6 +47,21 @@ export interface UNetConfig {
   prediction_type?: string;
 }
 
+/**
+ * Graph dims (numbers make every shape static, which training graphs want) and, for graphs that compose
+ * models, values to use instead of declaring inputs, and whether to skip declaring the output.
+ */
+export interface GraphDims {
+  batch?: number | string;
+  height?: number | string;
+  width?: number | string;
+  sequence?: number | string;
+  sample?: Value;
+  timestep?: Value;
+  encoderHiddenStates?: Value;
+  noOutput?: boolean;
+}
+
 const SUPPORTED_DOWN = ["CrossAttnDownBlock2D", "DownBlock2D"];
 const SUPPORTED_UP = ["CrossAttnUpBlock2D", "UpBlock2D"];
 
@@ -274,14 +289,16 @@ export function transformer2D(
 export function buildUNet2DCondition(
   ctx: ModelContext,
   cfg: UNetConfig,
-  io: { batch?: number | string } = {},
+  io: GraphDims = {},
 ): Value {
   const g = ctx.g;
   const B = io.batch ?? "batch";
+  const H = io.height ?? "height", W = io.width ?? "width";
   const boc = cfg.block_out_channels;
-  const sample = g.input("sample", "float32", [B, cfg.in_channels, "height", "width"]);
-  const timestep = g.input("timestep", "float32", [B]);
-  const ehs = g.input("encoder_hidden_states", "float32", [B, "sequence", cfg.cross_attention_dim]);
+  const sample = io.sample ?? g.input("sample", "float32", [B, cfg.in_channels, H, W]);
+  const timestep = io.timestep ?? g.input("timestep", "float32", [B]);
+  const ehs = io.encoderHiddenStates ??
+    g.input("encoder_hidden_states", "float32", [B, io.sequence ?? "sequence", cfg.cross_attention_dim]);
   const tembC = boc[0] * 4;
   const res = { groups: cfg.norm_num_groups, eps: cfg.norm_eps, tembC };
 
@@ -372,5 +389,5 @@ export function buildUNet2DCondition(
 
   x = ops.silu(g, ctx.groupNorm("conv_norm_out", x, cfg.norm_num_groups, boc[0], cfg.norm_eps));
   x = ctx.conv("conv_out", x, boc[0], cfg.out_channels, cfg.conv_out_kernel);
-  return g.output(x, "out_sample", [B, cfg.out_channels, "height", "width"]);
+  return io.noOutput ? x : g.output(x, "out_sample", [B, cfg.out_channels, H, W]);
 }
