@@ -419,6 +419,10 @@ function inferDtype(opType: string, inputs: (Value | null)[], attrs: Record<stri
     }
     case "Where":
       return inputs[1]?.dtype ?? "float32";
+    case "ConstantOfShape": {
+      const v = attrs.value as { tensor?: TensorInit } | undefined;
+      return v?.tensor?.dtype ?? "float32";
+    }
     default:
       return inputs.find((v) => v)?.dtype ?? "float32";
   }

@@ -44,6 +44,8 @@ const UNARY = new Set([
   "Not",
   "Reciprocal",
   "Dropout",
+  "Sign",
+  "Sign",
 ]);
 const BROADCAST = new Set([
   "Add",
@@ -51,6 +53,9 @@ const BROADCAST = new Set([
   "Mul",
   "Div",
   "Pow",
+  "Sum",
+  "LessOrEqual",
+  "GreaterOrEqual",
   "Equal",
   "Less",
   "Greater",

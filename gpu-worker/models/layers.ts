@@ -24,6 +24,8 @@ export function loraInputNames(path: string) {
 export class ModelContext {
   /** Module paths that got a LoRA slot, with their (in, out) features. */
   readonly loraModules: { path: string; inFeatures: number; outFeatures: number }[] = [];
+  /** Parameters that became graph inputs (trainable), with their current values. */
+  readonly trainables = new Map<string, { shape: number[]; data: Float32Array }>();
 
   constructor(
     readonly g: GraphBuilder,
@@ -39,7 +41,10 @@ export class ModelContext {
   param(leaf: string, shape: number[], init: Init): Value {
     const name = this.g.path(leaf);
     const data = this.weights.get(name, shape, init);
-    if (this.opts.trainable?.(name)) return this.g.input(name, "float32", shape);
+    if (this.opts.trainable?.(name)) {
+      this.trainables.set(name, { shape, data });
+      return this.g.input(name, "float32", shape);
+    }
     return this.g.initializer(name, { dtype: "float32", dims: shape, data });
   }
 

@@ -2,6 +2,8 @@
  * Parity with the reference implementations: loads a fixture folder (config.json, weights.safetensors,
  * io.safetensors) as `../shared/reference/` lays it out, builds our graph for the config's kind, runs it,
  * and reports each output's relative error against what diffusers / OpenAI CLIP computed.
+ * When the fixture holds `grad.<name>` entries (PyTorch autograd of `sum(output * grad_output)`), the same
+ * graph gets our backward pass appended and every gradient is compared too (tolerance 1e-3).
  * Used by the CI tests and by `deno task parity DIR`.
  */
 import { GraphBuilder } from "../graph/builder.ts";
@@ -14,6 +16,8 @@ import { buildClipTextModel, parseClipTextConfig } from "./clip_text_model.ts";
 import { OrtSession } from "../ort/session.ts";
 import { Tensor } from "../tensor.ts";
 import { relativeError } from "../testing.ts";
+import { appendBackward } from "../graph/autodiff.ts";
+import type { Value } from "../graph/builder.ts";
 
 export interface ParityRow {
   output: string;
@@ -57,18 +61,30 @@ export async function runModelParity(dir: string): Promise<ParityRow[]> {
   const rows: ParityRow[] = [];
   const compare = (output: string, got: Tensor, refName: string, tolerance = 1e-4) =>
     rows.push({ output, relError: relativeError(got.f, io.float32(refName)), tolerance });
+  const gradNames = io.names().filter((n) => n.startsWith("grad.")).map((n) => n.slice(5));
   if (kind === "unet") {
     const g = new GraphBuilder("unet");
     const src = WeightSource.fromFiles([weights]);
-    buildUNet2DCondition(new ModelContext(g, src), parseUNetConfig(config));
+    const wanted = new Set(gradNames);
+    const ctx = new ModelContext(g, src, { trainable: (name) => wanted.has(name) });
+    const sampleDims = io.entry("sample").shape, ehsDims = io.entry("encoder_hidden_states").shape;
+    const out = buildUNet2DCondition(ctx, parseUNetConfig(config), {
+      batch: sampleDims[0],
+      height: sampleDims[2],
+      width: sampleDims[3],
+      sequence: ehsDims[1],
+    });
     checkAllUsed(src, dir);
     const t = io.int("timestep");
-    const out = await runGraph(g, {
+    const feeds: Record<string, Tensor> = {
       sample: f32(io, "sample"),
       timestep: Tensor.f32([t.length], t),
       encoder_hidden_states: f32(io, "encoder_hidden_states"),
-    });
-    compare("out_sample", out.out_sample, "out_sample");
+    };
+    for (const [name, v] of ctx.trainables) feeds[name] = Tensor.f32(v.shape, v.data);
+    const results = await runWithGradients(g, out, gradNames, feeds, io);
+    compare("out_sample", results.out_sample, "out_sample");
+    for (const n of gradNames) compare(`grad.${n}`, results[`grad.${n}`], `grad.${n}`, 1e-3);
   } else if (kind === "vae") {
     const cfg = parseVaeConfig(config);
     const ge = new GraphBuilder("vae_encoder");
@@ -85,15 +101,47 @@ export async function runModelParity(dir: string): Promise<ParityRow[]> {
   } else {
     const g = new GraphBuilder("clip_text");
     const src = WeightSource.fromFiles([weights], "text_model.");
-    buildClipTextModel(new ModelContext(g, src), parseClipTextConfig(config));
-    checkAllUsed(src, dir);
-    const ids = io.int("input_ids");
+    const wanted = new Set(gradNames.map((n) => n.replace(/^text_model\./, "")));
+    const ctx = new ModelContext(g, src, { trainable: (name) => wanted.has(name) });
     const e = io.entry("input_ids");
-    const out = await runGraph(g, { input_ids: Tensor.i64(e.shape, ids) });
+    const last = buildClipTextModel(ctx, parseClipTextConfig(config), {
+      batch: e.shape[0],
+      sequence: e.shape[1],
+    });
+    checkAllUsed(src, dir);
+    const feeds: Record<string, Tensor> = { input_ids: Tensor.i64(e.shape, io.int("input_ids")) };
+    for (const [name, v] of ctx.trainables) feeds[`text_model.${name}`] = Tensor.f32(v.shape, v.data);
+    const out = await runWithGradients(g, last, gradNames, feeds, io, "text_model.");
     compare("last_hidden_state", out.last_hidden_state, "last_hidden_state");
     compare("pooler_output", out.pooler_output, "pooler_output");
+    for (const n of gradNames) compare(`grad.${n}`, out[`grad.${n}`], `grad.${n}`, 1e-3);
   }
   return rows;
+}
+
+/**
+ * Appends sum(output * grad_output) and its gradients with respect to `gradNames` (graph inputs, named as in
+ * the fixture; `prefix` is stripped to find the graph's own name), then runs forward and backward at once.
+ */
+async function runWithGradients(
+  g: GraphBuilder,
+  output: Value,
+  gradNames: string[],
+  feeds: Record<string, Tensor>,
+  io: SafetensorsFile,
+  prefix = "",
+): Promise<Record<string, Tensor>> {
+  if (!gradNames.length) return await runGraph(g, feeds);
+  const gradOutput = g.input("grad_output", "float32", io.entry("grad_output").shape);
+  const loss = g.op("ReduceSum", [g.op("Mul", [output, gradOutput])], { keepdims: 0 });
+  const wrt = gradNames.map((n) => g.valueOf(n.startsWith(prefix) ? n.slice(prefix.length) : n));
+  appendBackward(g, loss, wrt).forEach((grad, i) => g.output(grad, `grad.${gradNames[i]}`));
+  // Trainable inputs were declared under their graph names; feed them under those names.
+  const renamed: Record<string, Tensor> = {};
+  for (const [k, v] of Object.entries(feeds)) {
+    renamed[k.startsWith(prefix) && prefix ? k.slice(prefix.length) : k] = v;
+  }
+  return await runGraph(g, { ...renamed, grad_output: f32(io, "grad_output") });
 }
 
 /** Fails when the weights file holds tensors the graph never used (config and weights disagree). */

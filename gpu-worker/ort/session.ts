@@ -84,6 +84,8 @@ export class OrtSession {
     const options: ort.InferenceSession.SessionOptions = {
       executionProviders: providerList(ep),
       graphOptimizationLevel: "all",
+      // Warnings (e.g. pruned constants of the backward pass) are noise; errors still surface.
+      logSeverityLevel: 3,
       ...(opts.intraOpThreads ? { intraOpNumThreads: opts.intraOpThreads } : {}),
     };
     try {
