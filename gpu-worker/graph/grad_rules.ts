@@ -112,6 +112,14 @@ function constantValue(g: GraphBuilder, v: Value | null): number | undefined {
   return vals && vals.length === 1 && typeof vals[0] === "number" ? vals[0] : undefined;
 }
 
+/** A float attribute given as a plain number or as `{ float }` (the builder accepts both). */
+function attrFloat(n: NodeRec, name: string, fallback: number): number {
+  const a = n.attrs[name];
+  if (typeof a === "number") return a;
+  if (a && typeof a === "object" && "float" in a) return a.float;
+  return fallback;
+}
+
 function attrInts(n: NodeRec, name: string): number[] | undefined {
   const a = n.attrs[name];
   return Array.isArray(a) ? a as number[] : undefined;
@@ -283,7 +291,7 @@ export const GRADIENT_RULES: Record<string, GradRule> = {
     const rank = rankOf(g, x!, `LayerNormalization ${node.name} input`);
     const axis = (((node.attrs.axis as number) ?? -1) + rank) % rank;
     const axes = [...Array(rank - axis).keys()].map((i) => axis + i);
-    const eps = (node.attrs.epsilon as { float: number })?.float ?? 1e-5;
+    const eps = attrFloat(node, "epsilon", 1e-5);
     const gh = g.op("Mul", [gy!, gamma!]);
     const { gx, xhat } = normalizeBackward(g, x!, gh, axes, eps);
     return [
@@ -295,7 +303,7 @@ export const GRADIENT_RULES: Record<string, GradRule> = {
   InstanceNormalization: ({ g, node, inputs: [x, scale], gradOutputs: [gy], needs }) => {
     const rank = rankOf(g, x!, `InstanceNormalization ${node.name} input`);
     const axes = [...Array(rank - 2).keys()].map((i) => i + 2);
-    const eps = (node.attrs.epsilon as { float: number })?.float ?? 1e-5;
+    const eps = attrFloat(node, "epsilon", 1e-5);
     const bshape = g.ints([-1, ...Array(rank - 2).fill(1)]);
     const s = g.op("Reshape", [scale!, bshape]);
     const { gx, xhat } = normalizeBackward(g, x!, g.op("Mul", [gy!, s]), axes, eps);
@@ -336,14 +344,7 @@ export const GRADIENT_RULES: Record<string, GradRule> = {
           `autodiff: Conv ${node.name}: weight gradients of grouped convolutions are not supported`,
         );
       }
-      const xT = g.op("Transpose", [x!], { perm: [1, 0, 2, 3] });
-      const gyT = g.op("Transpose", [gy!], { perm: [1, 0, 2, 3] });
-      let r = g.op("Conv", [xT, gyT], { pads, dilations: strides, strides: [1, 1] });
-      const rs = g.shapeOf(r);
-      if (!rs || rs[2] !== k[0] || rs[3] !== k[1]) {
-        r = g.op("Slice", [r, g.ints([0, 0]), g.ints(k), g.ints([2, 3])]);
-      }
-      gw = g.op("Transpose", [r], { perm: [1, 0, 2, 3] });
+      gw = convWeightGradByConv(g, x!, gy!, k, strides, pads);
     }
     const gb = needs[2] ? g.op("ReduceSum", [gy!, g.ints([0, 2, 3])], { keepdims: 0 }) : null;
     return [gx, gw, gb];
@@ -359,26 +360,55 @@ export const GRADIENT_RULES: Record<string, GradRule> = {
   ReduceSum: ({ g, node, inputs: [x, axesV], gradOutputs: [gy] }) => {
     const keep = (node.attrs.keepdims as number) ?? 1;
     let gyk = gy!;
-    if (!keep) {
+    // Reducing every axis leaves a scalar (or all-ones shape) that Expand broadcasts without knowing the rank.
+    if (!keep && axesV) {
       const rank = rankOf(g, x!, `ReduceSum ${node.name} input`);
-      const axes = axesV ? g.valuesOf(axesV) as number[] | undefined : [...Array(rank).keys()];
+      const axes = g.valuesOf(axesV) as number[] | undefined;
       if (!axes) throw new Error(`autodiff: ReduceSum ${node.name}: axes must be constant`);
       gyk = g.op("Unsqueeze", [gy!, g.ints(axes.map((a) => (a + rank) % rank))]);
     }
     return [g.op("Expand", [gyk, shapeTensor(g, x!)]), null];
   },
   ReduceMean: ({ g, node, inputs: [x], gradOutputs: [gy] }) => {
-    const rank = rankOf(g, x!, `ReduceMean ${node.name} input`);
-    const axes = (attrInts(node, "axes") ?? [...Array(rank).keys()]).map((a) => (a + rank) % rank);
     const keep = (node.attrs.keepdims as number) ?? 1;
-    const gyk = keep ? gy! : g.op("Unsqueeze", [gy!, g.ints(axes)]);
     const xs = numericShape(g.shapeOf(x!));
-    let count: Value;
-    if (xs) count = g.scalar(axes.reduce((p, a) => p * xs[a], 1));
-    else {
-      const dims = g.op("Gather", [g.op("Shape", [x!]), g.ints(axes)], { axis: 0 });
-      count = g.op("Cast", [g.op("ReduceProd", [dims], { keepdims: 0 })], { to: 1 });
+    const axesAttr = attrInts(node, "axes");
+    let gyk = gy!, count: Value;
+    if (!axesAttr) {
+      // Every axis: no rank needed (the gradient is a scalar or all-ones shape that Expand broadcasts).
+      count = xs ? g.scalar(xs.reduce((p, d) => p * d, 1)) : g.op("Cast", [g.op("Size", [x!])], { to: 1 });
+    } else {
+      const rank = rankOf(g, x!, `ReduceMean ${node.name} input`);
+      const axes = axesAttr.map((a) => (a + rank) % rank);
+      if (!keep) gyk = g.op("Unsqueeze", [gy!, g.ints(axes)]);
+      if (xs) count = g.scalar(axes.reduce((p, a) => p * xs[a], 1));
+      else {
+        const dims = g.op("Gather", [g.op("Shape", [x!]), g.ints(axes)], { axis: 0 });
+        count = g.op("Cast", [g.op("ReduceProd", [dims], { keepdims: 0 })], { to: 1 });
+      }
     }
     return [g.op("Div", [g.op("Expand", [gyk, shapeTensor(g, x!)]), count])];
   },
 };
+
+/**
+ * dW as a convolution of the input (batch as channels) with the output gradient (dilated by the stride).
+ * (An im2col + MatMul form was measured no faster with ONNX Runtime on CPU, with more nodes.)
+ */
+function convWeightGradByConv(
+  g: GraphBuilder,
+  x: Value,
+  gy: Value,
+  k: number[],
+  strides: number[],
+  pads: number[],
+) {
+  const xT = g.op("Transpose", [x], { perm: [1, 0, 2, 3] });
+  const gyT = g.op("Transpose", [gy], { perm: [1, 0, 2, 3] });
+  let r = g.op("Conv", [xT, gyT], { pads, dilations: strides, strides: [1, 1] });
+  const rs = g.shapeOf(r);
+  if (!rs || rs[2] !== k[0] || rs[3] !== k[1]) {
+    r = g.op("Slice", [r, g.ints([0, 0]), g.ints(k), g.ints([2, 3])]);
+  }
+  return g.op("Transpose", [r], { perm: [1, 0, 2, 3] });
+}

@@ -313,6 +313,16 @@ export function inferShapes(
       const values = v && iv && axis === 0 ? [iv.map((i) => v[i < 0 ? i + v.length : i])] : undefined;
       return { shapes: [out], values };
     }
+    case "Flatten": {
+      if (!s0) return none;
+      const axis = normAxis((attrs.axis as number) ?? 1, s0.length);
+      // A product keeps a lone symbolic dim ([b, 3, 4] -> [b, 12]).
+      const flat = (ds: SDim[]): SDim => {
+        const big = ds.filter((d) => d !== 1);
+        return big.length === 1 ? big[0] : prod(ds);
+      };
+      return { shapes: [[flat(s0.slice(0, axis)), flat(s0.slice(axis))]] };
+    }
     case "GatherElements":
       return { shapes: [inputs[1]?.shape ? [...inputs[1]!.shape!] : undefined] };
     case "Unsqueeze": {

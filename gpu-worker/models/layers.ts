@@ -14,6 +14,8 @@ import type { Init, WeightSource } from "./weights.ts";
 /** LoRA slots: which linears get a low-rank branch (module path patterns, e.g. /attn[12]\.to_[qkv]$/). */
 export interface LoraSlots {
   targets: RegExp[];
+  /** A fixed rank makes the slot's shapes static (training graphs); absent means any rank per run. */
+  rank?: number;
 }
 
 /** Input names of a LoRA slot for the module at `path`. */
@@ -64,9 +66,10 @@ export class ModelContext {
   /** x -> ((x down^T) * scale) up^T with down [r, in], up [out, r], scale [r]: several LoRAs share a slot. */
   private loraBranch(x: Value, path: string, inF: number, outF: number): Value {
     const n = loraInputNames(path);
-    const down = this.g.input(n.down, "float32", ["rank", inF]);
-    const up = this.g.input(n.up, "float32", [outF, "rank"]);
-    const scale = this.g.input(n.scale, "float32", ["rank"]);
+    const r = this.opts.lora?.rank ?? "rank";
+    const down = this.g.input(n.down, "float32", [r, inF]);
+    const up = this.g.input(n.up, "float32", [outF, r]);
+    const scale = this.g.input(n.scale, "float32", [r]);
     this.loraModules.push({ path, inFeatures: inF, outFeatures: outF });
     const h = this.g.op("Mul", [ops.linear(this.g, x, down), scale]);
     return ops.linear(this.g, h, up);

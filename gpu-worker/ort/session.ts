@@ -64,6 +64,8 @@ function providerList(ep: ExecutionProvider): string[] {
 export interface SessionOptions {
   /** Threads for one op (default: ORT's choice, all cores). */
   intraOpThreads?: number;
+  /** Write ORT's per-node profile as JSON files starting with this prefix (for benchmarks). */
+  profilePrefix?: string;
 }
 
 export class OrtSession {
@@ -87,6 +89,7 @@ export class OrtSession {
       // Warnings (e.g. pruned constants of the backward pass) are noise; errors still surface.
       logSeverityLevel: 3,
       ...(opts.intraOpThreads ? { intraOpNumThreads: opts.intraOpThreads } : {}),
+      ...(opts.profilePrefix ? { enableProfiling: true, profileFilePrefix: opts.profilePrefix } : {}),
     };
     try {
       const session = typeof model === "string"

@@ -1,0 +1,231 @@
+/**
+ * `deno task pretrain`: trains the tiny ShapesWorld base model from scratch with this project's own engine
+ * (autodiff over ONNX, AdamW), in three phases, and writes it in diffusers layout:
+ *   1. the VAE (reconstruction + small KL) on rendered ShapesWorld images;
+ *   2. latents of a fixed, seeded set of training scenes, encoded once; the latent scale (scaling_factor)
+ *      set to 1 / std of those latents, as SD did;
+ *   3. the UNet and the text encoder together on (latent, caption) pairs, captions dropped 10% of the time so
+ *      classifier-free guidance works.
+ * Each phase checkpoints under `<out>/.pretrain/` and resumes (`--resume`) after an interruption.
+ *
+ * Usage: deno task pretrain [--out models/tiny-shapes] [--vae-steps 1500] [--unet-steps 4000] [--batch 16]
+ *          [--dataset 20000] [--seed 0] [--resume] [--phase vae|latents|unet|all]
+ */
+import { parseArgs } from "node:util";
+import { EngineRunner } from "../gpu-worker/ort/runner.ts";
+import { parseVaeConfig } from "../gpu-worker/models/autoencoder_kl.ts";
+import { WeightSource } from "../gpu-worker/models/weights.ts";
+import { loadSafetensors, readSafetensors, writeSafetensors } from "../gpu-worker/models/safetensors.ts";
+import { GraphBuilder } from "../gpu-worker/graph/builder.ts";
+import { ModelContext } from "../gpu-worker/models/layers.ts";
+import { buildVaeEncoder } from "../gpu-worker/models/autoencoder_kl.ts";
+import { loadModelFolder } from "../gpu-worker/models/model_folder.ts";
+import { VaeTrainer } from "../gpu-worker/training/vae_trainer.ts";
+import { DiffusionTrainer, type TrainingExample } from "../gpu-worker/training/diffusion_trainer.ts";
+import { runTraining } from "../gpu-worker/training/loop.ts";
+import { Rng } from "../gpu-worker/random.ts";
+import { imagesToTensor } from "../gpu-worker/image/png.ts";
+import { captionOf, sampleTrainScene } from "../gpu-worker/shapesworld/world.ts";
+import { renderScene } from "../gpu-worker/shapesworld/render.ts";
+import { makeTinyModel } from "./make_tiny_model.ts";
+
+const SIZE = 64;
+
+/** Training item i of the pretraining set: a seeded scene, its rendering and a caption (seeded per item). */
+function item(seed: number, i: number) {
+  const rng = Rng.derive(seed, 0x5eed, i);
+  const scene = sampleTrainScene(rng, { twoObjectProbability: 0.25 });
+  return { image: renderScene(scene, SIZE), caption: captionOf(scene, rng) };
+}
+
+function log(msg: string) {
+  console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
+}
+
+function progress(label: string) {
+  return (e: { step: number; steps: number; loss: number; lr: number; stepsPerSecond: number; etaSeconds: number }) => {
+    if (e.step % 25 === 0 || e.step === e.steps) {
+      log(`${label} step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ` +
+        `${e.stepsPerSecond.toFixed(2)} steps/s eta ${(e.etaSeconds / 60).toFixed(1)} min`);
+    }
+  };
+}
+
+async function saveTensors(path: string, tensors: Map<string, { shape: number[]; data: Float32Array }>, prefix = "") {
+  const out: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
+  for (const [k, v] of tensors) out[prefix + k] = { dtype: "F32", shape: v.shape, data: v.data };
+  await Deno.writeFile(path, writeSafetensors(out, { format: "pt" }));
+}
+
+async function trainVae(runner: EngineRunner, out: string, o: Opts) {
+  const cfg = parseVaeConfig(JSON.parse(await Deno.readTextFile(`${out}/vae/config.json`)));
+  const weights = WeightSource.fromFiles([await loadSafetensors(`${out}/vae/diffusion_pytorch_model.safetensors`)]);
+  const vae = await VaeTrainer.create(runner, cfg, weights, { batch: o.vaeBatch, size: SIZE });
+  const res = await runTraining({
+    params: vae.params(),
+    datasetSize: o.dataset,
+    steps: o.vaeSteps,
+    batchSize: o.vaeBatch,
+    seed: o.seed,
+    optimizer: { lr: 1e-3, weightDecay: 0 },
+    lrSchedule: { name: "cosine", warmupSteps: 50 },
+    maxGradNorm: 1,
+    checkpoint: { dir: `${out}/.pretrain/vae`, every: 100, keep: 2 },
+    resume: o.resume,
+    onProgress: progress("vae"),
+    gradients: async (mb) => {
+      const images = imagesToTensor(mb.indices.map((i) => item(o.seed, i).image));
+      return await vae.computeGradients(images, mb.rng);
+    },
+  });
+  await saveTensors(`${out}/vae/diffusion_pytorch_model.safetensors`, new Map(vae.trained.map((t) => [t.name, t])));
+  await vae.release();
+  log(`vae done: last losses ${res.losses.slice(-5).map((l) => l.toFixed(4)).join(" ")}`);
+}
+
+/** Encodes the dataset's images to posterior means and stds; sets scaling_factor = 1 / std(latents). */
+async function encodeLatents(runner: EngineRunner, out: string, o: Opts) {
+  const cfgRaw = JSON.parse(await Deno.readTextFile(`${out}/vae/config.json`));
+  const cfg = parseVaeConfig(cfgRaw);
+  const g = new GraphBuilder("vae_encoder");
+  buildVaeEncoder(
+    new ModelContext(g, WeightSource.fromFiles([await loadSafetensors(`${out}/vae/diffusion_pytorch_model.safetensors`)])),
+    cfg,
+  );
+  const s = await runner.createSession(g.toBytes(), { inputs: g.inputs });
+  const chunk = 32;
+  const means: Float32Array[] = [], stds: Float32Array[] = [];
+  const captions: string[] = [];
+  for (let start = 0; start < o.dataset; start += chunk) {
+    const items = Array.from({ length: Math.min(chunk, o.dataset - start) }, (_, k) => item(o.seed, start + k));
+    const r = await s.run({ image: imagesToTensor(items.map((x) => x.image)) });
+    const per = r.latent_mean.size / items.length;
+    items.forEach((it, k) => {
+      means.push(r.latent_mean.f.slice(k * per, (k + 1) * per));
+      stds.push(r.latent_logvar.f.slice(k * per, (k + 1) * per).map((lv) => Math.exp(0.5 * lv)));
+      captions.push(it.caption);
+    });
+    if ((start / chunk) % 50 === 0) log(`latents ${start + items.length}/${o.dataset}`);
+  }
+  await s.release();
+  let sum = 0, sq = 0, n = 0;
+  for (const m of means) {
+    for (const v of m) {
+      sum += v;
+      sq += v * v;
+      n++;
+    }
+  }
+  const std = Math.sqrt(sq / n - (sum / n) ** 2);
+  cfgRaw.scaling_factor = Number((1 / std).toPrecision(5));
+  await Deno.writeTextFile(`${out}/vae/config.json`, JSON.stringify(cfgRaw, null, 2) + "\n");
+  const per = means[0].length;
+  const all = new Float32Array(means.length * per), allStd = new Float32Array(means.length * per);
+  means.forEach((m, i) => all.set(m, i * per));
+  stds.forEach((m, i) => allStd.set(m, i * per));
+  await Deno.mkdir(`${out}/.pretrain`, { recursive: true });
+  await Deno.writeFile(
+    `${out}/.pretrain/latents.safetensors`,
+    writeSafetensors({
+      mean: { dtype: "F32", shape: [means.length, per], data: all },
+      std: { dtype: "F32", shape: [means.length, per], data: allStd },
+    }, { captions: JSON.stringify(captions) }),
+  );
+  log(`latents: ${means.length} items, std ${std.toFixed(4)} -> scaling_factor ${cfgRaw.scaling_factor}`);
+}
+
+async function trainUNet(runner: EngineRunner, out: string, o: Opts) {
+  const file = readSafetensors(await Deno.readFile(`${out}/.pretrain/latents.safetensors`), "latents.safetensors");
+  const captions: string[] = JSON.parse(file.metadata.captions);
+  const mean = file.float32("mean"), std = file.float32("std");
+  const per = file.entry("mean").shape[1];
+  const sf = JSON.parse(await Deno.readTextFile(`${out}/vae/config.json`)).scaling_factor as number;
+  const folder = await loadModelFolder(out);
+  const trainer = await DiffusionTrainer.create(runner, folder, {
+    batch: o.batch,
+    unetTrainable: () => true,
+    textEncoder: { trainable: () => true },
+  });
+  log(`unet+text: ${trainer.trainedParameterCount()} parameters, graph of ${trainer.nodeCount} nodes`);
+  const example = (i: number, rng: Rng): TrainingExample => ({
+    latent: mean.subarray(i * per, (i + 1) * per).map((v) => v * sf),
+    latentStd: std.subarray(i * per, (i + 1) * per).map((v) => v * sf),
+    // Unconditional 10% of the time, for classifier-free guidance.
+    caption: rng.uniform() < 0.1 ? "" : captions[i],
+  });
+  const res = await runTraining({
+    params: trainer.params(),
+    datasetSize: captions.length,
+    steps: o.unetSteps,
+    batchSize: o.batch,
+    seed: o.seed,
+    optimizer: { lr: o.lr, weightDecay: 1e-2 },
+    lrSchedule: { name: "cosine", warmupSteps: 100 },
+    maxGradNorm: 1,
+    checkpoint: { dir: `${out}/.pretrain/unet`, every: 100, keep: 2 },
+    resume: o.resume,
+    onProgress: progress("unet"),
+    gradients: async (mb) => await trainer.computeGradients(mb.indices.map((i) => example(i, mb.rng)), mb.rng),
+  });
+  const unet = new Map<string, { shape: number[]; data: Float32Array }>();
+  const text = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const t of trainer.trained) (t.kind === "unet" ? unet : text).set(t.name, t);
+  await saveTensors(`${out}/unet/diffusion_pytorch_model.safetensors`, unet);
+  await saveTensors(`${out}/text_encoder/model.safetensors`, text, "text_model.");
+  await trainer.release();
+  log(`unet done: last losses ${res.losses.slice(-5).map((l) => l.toFixed(4)).join(" ")}`);
+}
+
+interface Opts {
+  vaeSteps: number;
+  vaeBatch: number;
+  unetSteps: number;
+  batch: number;
+  dataset: number;
+  seed: number;
+  lr: number;
+  resume: boolean;
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      out: { type: "string" },
+      "vae-steps": { type: "string" },
+      "vae-batch": { type: "string" },
+      "unet-steps": { type: "string" },
+      batch: { type: "string" },
+      dataset: { type: "string" },
+      seed: { type: "string" },
+      lr: { type: "string" },
+      phase: { type: "string" },
+      resume: { type: "boolean" },
+    },
+  });
+  const out = values.out ?? "models/tiny-shapes";
+  const o: Opts = {
+    vaeSteps: Number(values["vae-steps"] ?? 1500),
+    vaeBatch: Number(values["vae-batch"] ?? 8),
+    unetSteps: Number(values["unet-steps"] ?? 4000),
+    batch: Number(values.batch ?? 16),
+    dataset: Number(values.dataset ?? 20000),
+    seed: Number(values.seed ?? 0),
+    lr: Number(values.lr ?? 5e-4),
+    resume: !!values.resume,
+  };
+  const phase = values.phase ?? "all";
+  if (!["all", "vae", "latents", "unet"].includes(phase)) {
+    console.error(`--phase must be one of all, vae, latents, unet; got "${phase}"`);
+    Deno.exit(2);
+  }
+  const runner = new EngineRunner();
+  try {
+    if (phase === "all" && !o.resume) log(`fresh architecture: ${JSON.stringify(await makeTinyModel(out, o.seed))}`);
+    if (phase === "all" || phase === "vae") await trainVae(runner, out, o);
+    if (phase === "all" || phase === "latents") await encodeLatents(runner, out, o);
+    if (phase === "all" || phase === "unet") await trainUNet(runner, out, o);
+  } finally {
+    runner.terminate();
+  }
+}
