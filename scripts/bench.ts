@@ -1,14 +1,56 @@
 /**
  * `deno task bench`: speed figures for BENCHMARKS.md, on this machine. Not a test (nothing here is timed in CI).
  * Prints UNet evaluations per second (batch 2, as one classifier-free-guidance step) and end-to-end seconds
- * per image (20 DDIM steps, text encoder + UNet + VAE decode) for the tiny model.
+ * per image (20 DDIM steps, text encoder + UNet + VAE decode) for the tiny model, then training steps per
+ * second (forward + backward + AdamW, batch 4) for a LoRA run (rank 4 on the attention projections) and a full
+ * fine-tune (every UNet and text-encoder weight).
  *
- * Usage: deno task bench [--model models/tiny-shapes] [--ep cpu] [--runs 5]
+ * Usage: deno task bench [--model models/tiny-shapes] [--ep cpu] [--runs 5] [--skip-training]
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
 import { StableDiffusionPipeline } from "../gpu-worker/pipelines/stable_diffusion.ts";
 import type { ExecutionProvider } from "../gpu-worker/ort/session.ts";
+import { DEFAULT_LORA_TARGETS, loadModelFolder } from "../gpu-worker/models/model_folder.ts";
+import { DiffusionTrainer } from "../gpu-worker/training/diffusion_trainer.ts";
+import { runTraining } from "../gpu-worker/training/loop.ts";
+import { Rng } from "../gpu-worker/random.ts";
+
+/** Steps/s of forward + backward + AdamW on random latents (after 3 warm-up steps). */
+async function trainingStepsPerSecond(
+  runner: EngineRunner,
+  model: string,
+  mode: "lora" | "full",
+  steps: number,
+) {
+  const folder = await loadModelFolder(model);
+  const trainer = await DiffusionTrainer.create(
+    runner,
+    folder,
+    mode === "lora"
+      ? { batch: 4, lora: { targets: DEFAULT_LORA_TARGETS, rank: 4, alpha: 4 } }
+      : { batch: 4, unetTrainable: () => true, textEncoder: { trainable: () => true } },
+  );
+  const n = folder.unetConfig.in_channels * folder.unetConfig.sample_size ** 2;
+  const data = Array.from(
+    { length: 4 },
+    (_, i) => ({ latent: new Rng(i).normal(n), caption: "a red circle" }),
+  );
+  let t0 = 0;
+  await runTraining({
+    params: trainer.params(),
+    datasetSize: 4,
+    steps: steps + 3,
+    batchSize: 4,
+    seed: 0,
+    gradients: (mb) => trainer.computeGradients(mb.indices.map((i) => data[i]), mb.rng),
+    onProgress: (e) => {
+      if (e.step === 3) t0 = performance.now();
+    },
+  });
+  await trainer.release();
+  return steps / ((performance.now() - t0) / 1000);
+}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -18,7 +60,12 @@ function median(xs: number[]): number {
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { model: { type: "string" }, ep: { type: "string" }, runs: { type: "string" } },
+    options: {
+      model: { type: "string" },
+      ep: { type: "string" },
+      runs: { type: "string" },
+      "skip-training": { type: "boolean" },
+    },
   });
   const model = values.model ?? "models/tiny-shapes";
   const runs = Number(values.runs ?? 5);
@@ -60,6 +107,15 @@ if (import.meta.main) {
     console.log(
       `end-to-end s/image (20 DDIM steps, CFG 7.5): ${median(perImage).toFixed(3)} (median of ${runs})`,
     );
+    if (!values["skip-training"]) {
+      for (const mode of ["lora", "full"] as const) {
+        const rate = await trainingStepsPerSecond(runner, model, mode, 20);
+        const what = mode === "lora"
+          ? "LoRA rank 4, attention projections"
+          : "full fine-tune, UNet + text encoder";
+        console.log(`training steps/s (${what}, batch 4): ${rate.toFixed(2)}`);
+      }
+    }
   } finally {
     runner.terminate();
   }

@@ -126,9 +126,15 @@ export function buildPipelineGraphs(f: ModelFolder, opts: { lora?: LoraSlots } =
   const unet = new GraphBuilder("unet");
   const unetCtx = new ModelContext(unet, WeightSource.fromFiles([f.weights.unet]), { lora });
   buildUNet2DCondition(unetCtx, f.unetConfig);
-  const vaeEncoder = new GraphBuilder("vae_encoder");
-  buildVaeEncoder(new ModelContext(vaeEncoder, WeightSource.fromFiles([f.weights.vae])), f.vaeConfig);
+  const vaeEncoder = vaeEncoderGraph(f);
   const vaeDecoder = new GraphBuilder("vae_decoder");
   buildVaeDecoder(new ModelContext(vaeDecoder, WeightSource.fromFiles([f.weights.vae])), f.vaeConfig);
   return { textEncoder, unet, vaeEncoder, vaeDecoder, loraModules: unetCtx.loraModules };
+}
+
+/** The VAE encoder graph alone (image -> latent_mean, latent_logvar), e.g. to cache training latents. */
+export function vaeEncoderGraph(f: ModelFolder): GraphBuilder {
+  const g = new GraphBuilder("vae_encoder");
+  buildVaeEncoder(new ModelContext(g, WeightSource.fromFiles([f.weights.vae])), f.vaeConfig);
+  return g;
 }
