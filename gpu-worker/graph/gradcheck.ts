@@ -8,9 +8,10 @@
  * in float32), and the default stencil is the five-point one (error O(h^4)), so the step can be large enough
  * for float32 round-off to stay small. Two kinds of check run:
  *
- * - directional: d/dt loss(x + t v) against <grad, v> for random normal directions v, per input. Cheap (four
- *   runs per direction whatever the input's size) and robust; its error is normalized by ||grad|| ||v|| / sqrt(n),
- *   the typical size of <grad, v>, so a direction nearly orthogonal to the gradient does not blow it up;
+ * - directional: d/dt loss(x + t v) against <grad, v> for random directions v with N(0, 1) entries, per input.
+ *   Cheap (four runs per direction whatever the input's size) and robust; its error is normalized by
+ *   max(||grad||, |numeric|) (||grad|| is the typical size of <grad, v>), so a direction nearly orthogonal to
+ *   the gradient does not blow it up;
  * - coordinates: every coordinate of small inputs, a random subset of large ones; a coordinate passes when
  *   |a - n| <= atol + rtol |n| with atol = atolScale * rms(grad) (the input's typical gradient).
  *
@@ -67,14 +68,14 @@ export interface GradcheckOptions {
   dirTol?: number;
   /** Seed of R, of the directions and of the coordinate subset (default 0). */
   seed?: number;
-  /** Throw an AssertionError-like Error listing the worst coordinates on failure (default true). */
+  /** Reject with a GradcheckError listing the failing checks, worst first (default true). */
   throwOnFailure?: boolean;
 }
 
 /** One compared quantity. */
 export interface GradcheckEntry {
   input: string;
-  /** "dir k" or the coordinate's flat index and multi-index. */
+  /** "direction k", a coordinate's multi-index, or "vector of k coordinates". */
   what: string;
   analytic: number;
   numeric: number;
@@ -94,7 +95,7 @@ export interface GradcheckInputReport {
   directional: number;
   /** Largest per-coordinate relative error |a - n| / max(|n|, rms(grad)). */
   coordinate: number;
-  /** ||a - n|| / ||n|| over the checked coordinates. */
+  /** ||a - n|| / max(||n||, rms(grad) sqrt(k)) over the k checked coordinates. */
   vector: number;
   coordinatesChecked: number;
 }
@@ -111,14 +112,10 @@ export interface GradcheckResult {
   /** Nodes the backward pass added, and their op types. */
   backwardNodes: number;
   backwardOps: Set<string>;
-  /** The failing (or, when all pass, the worst few) entries, worst first. */
+  /** Every compared quantity: failures first, then by decreasing error. */
   entries: GradcheckEntry[];
-  /** A multi-line summary. */
+  /** A multi-line summary: per input, then the failures (or the three worst entries when all pass). */
   report: string;
-}
-
-function numel(dims: readonly number[]): number {
-  return dims.reduce((a, b) => a * b, 1);
 }
 
 function rms(x: ArrayLike<number>): number {

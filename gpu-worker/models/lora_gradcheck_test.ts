@@ -66,9 +66,12 @@ async function loraGradcheck(
       return feeds;
     },
     // Float32 round-off through ~40 layers puts ~1e-6 relative noise on the loss, so the steps are large:
-    // 2^-4 for one coordinate (factors have rms 0.3), 2^-6 along a direction (all 64 elements at once).
-    // With the five-point stencil the truncation error stays below round-off.
-    eps: 2 ** -2,
+    // 2^-4 for one coordinate of a factor (rms 0.3), 2^-6 along a direction (all 64 elements at once), and
+    // 2^-4 for a scale (1, two elements). With the five-point stencil the truncation error stays below
+    // round-off.
+    eps: Object.fromEntries(
+      checked.map(([path, which]) => [loraInputNames(path)[which], which === "scale" ? 2 ** -4 : 2 ** -2]),
+    ),
     directions: 3,
     coordinates: 4,
     seed: 11,
