@@ -4,14 +4,7 @@
 import { Rng } from "../random.ts";
 import { assert, assertClose, assertEquals, assertThrows, relativeError } from "../testing.ts";
 import { DDPMScheduler } from "./ddpm.ts";
-import { loadSchedulerReference } from "./testing_reference.ts";
-
-const SD15 = {
-  beta_schedule: "scaled_linear",
-  beta_start: 0.00085,
-  beta_end: 0.012,
-  steps_offset: 1,
-} as const;
+import { loadSchedulerReference, SD15 } from "./testing_reference.ts";
 
 Deno.test("DDPM training schedule matches diffusers: alphas_cumprod, add_noise, get_velocity", async () => {
   const { io } = await loadSchedulerReference();

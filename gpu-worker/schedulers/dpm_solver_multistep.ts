@@ -6,27 +6,21 @@
  * at unit scale (`initNoiseSigma` 1). Orders 1-3 and Karras sigmas are supported.
  */
 import type { Rng } from "../random.ts";
+import { SigmaScheduler } from "./base.ts";
 import {
   checkStepInputs,
   checkSteps,
-  frozen,
   indexForTimestep,
   karrasSigmas,
-  mixNoise,
   type NoiseScales,
   npArange,
   npLinspace,
-  resolveSchedulerConfig,
   roundHalfEven,
   type Scheduler,
-  type SchedulerConfig,
   type SchedulerConfigInput,
-  type SchedulerName,
   type SchedulerOptions,
-  sigmaAlphasCumprod,
-  sigmasFromAlphasCumprod,
   sigmaToT,
-} from "./scheduler.ts";
+} from "./core.ts";
 
 const f32 = Math.fround;
 
@@ -38,51 +32,19 @@ function alphaSigmaLambda(sigma: number): { alpha: number; sigma: number; lambda
 }
 
 /** diffusers `DPMSolverMultistepScheduler` (dpmsolver++). */
-export class DPMSolverMultistepScheduler implements Scheduler {
-  readonly name: SchedulerName = "dpmpp_2m";
-  readonly order = 1;
+export class DPMSolverMultistepScheduler extends SigmaScheduler implements Scheduler {
   readonly initNoiseSigma = 1;
-  readonly config: Readonly<SchedulerConfig>;
-  readonly alphasCumprod: Float32Array;
-  /** sigma of every training timestep, float32, ascending in t. */
-  readonly trainSigmas: Float32Array;
   /** lambda(t) = log(alpha_t / sigma_t) of every training timestep, float32. */
   readonly trainLambdas: Float32Array;
-  private _sigmas = new Float32Array(0);
-  private _timesteps: number[] = frozen([]);
-  private _n = 0;
-  private stepIndex: number | null = null;
-  private beginIndex: number | null = null;
   private modelOutputs: (Float32Array | null)[] = [];
   private lowerOrderNums = 0;
-  private _pred: Float32Array | null = null;
 
   /** `config`: diffusers fields (missing ones take DPMSolverMultistepScheduler's defaults). No randomness used. */
-  constructor(config: SchedulerConfigInput = {}, _options: SchedulerOptions = {}) {
-    this.config = resolveSchedulerConfig("dpmpp_2m", config);
-    this.alphasCumprod = sigmaAlphasCumprod(this.config);
-    this.trainSigmas = sigmasFromAlphasCumprod(this.alphasCumprod);
+  constructor(config: SchedulerConfigInput = {}, options: SchedulerOptions = {}) {
+    super("dpmpp_2m", config, options);
     this.trainLambdas = this.alphasCumprod.map((a) =>
       f32(f32(Math.log(f32(Math.sqrt(a)))) - f32(Math.log(f32(Math.sqrt(f32(1 - a))))))
     );
-  }
-
-  /** Frozen: copy it before changing it. */
-  get timesteps(): number[] {
-    return this._timesteps;
-  }
-
-  /** sigma at each step, then the final sigma (length `timesteps.length + 1`). */
-  get sigmas(): Float32Array {
-    return this._sigmas;
-  }
-
-  get numInferenceSteps(): number {
-    return this._n;
-  }
-
-  get predOriginalSample(): Float32Array | null {
-    return this._pred;
   }
 
   setTimesteps(n: number): void {
@@ -115,25 +77,14 @@ export class DPMSolverMultistepScheduler implements Scheduler {
       sigmas = timesteps.map((t) => this.trainSigmas[t]);
     }
     const last = c.final_sigmas_type === "zero" ? 0 : this.trainSigmas[0];
-    this._sigmas = Float32Array.from([...sigmas, last]);
-    this._timesteps = frozen(timesteps);
-    this._n = timesteps.length;
     this.modelOutputs = new Array(c.solver_order).fill(null);
     this.lowerOrderNums = 0;
-    this.stepIndex = null;
-    this.beginIndex = null;
-    this._pred = null;
+    this.setSchedule(timesteps.length, timesteps, [...sigmas, last]);
   }
 
-  setBeginIndex(index: number): void {
-    this.beginIndex = index;
-  }
-
-  private currentIndex(t: number): number {
-    if (this.stepIndex === null) {
-      this.stepIndex = this.beginIndex ?? indexForTimestep(this._timesteps, t, this._timesteps.length - 1);
-    }
-    return this.stepIndex;
+  /** A `t` not in the timesteps starts at the last one (diffusers' fallback). */
+  protected override indexOf(t: number): number {
+    return indexForTimestep(this._timesteps, t, this._timesteps.length - 1);
   }
 
   scaleModelInput(sample: Float32Array, _t: number): Float32Array {
@@ -155,12 +106,11 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array, _rng?: Rng): Float32Array {
-    if (this._n === 0) throw new Error("DPMSolverMultistepScheduler.step: call setTimesteps first");
+    this.requireTimesteps("step");
     checkStepInputs(modelOutput, sample);
     const c = this.config;
-    const i = this.currentIndex(t);
+    const i = this.stepPosition(t);
     const len = this._timesteps.length;
-    if (i >= len) throw new RangeError("DPMSolverMultistepScheduler.step: past the last timestep");
     const lowerOrderFinal = i === len - 1 &&
       (c.euler_at_final || (c.lower_order_final && len < 15) || c.final_sigmas_type === "zero");
     const lowerOrderSecond = i === len - 2 && c.lower_order_final && len < 15;
@@ -241,17 +191,15 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     return out;
   }
 
-  noiseScales(t: number): NoiseScales {
-    const i = this.beginIndex === null
-      ? indexForTimestep(this._timesteps, t, this._timesteps.length - 1)
-      : this.stepIndex ?? this.beginIndex;
-    const { alpha, sigma } = alphaSigmaLambda(this._sigmas[i]);
-    return { signal: alpha, noise: sigma };
+  /** Unit-scale sample: alpha_t * x0 + sigma_t * noise. */
+  protected scalesAt(sigma: number): NoiseScales {
+    const { alpha, sigma: s } = alphaSigmaLambda(sigma);
+    return { signal: alpha, noise: s };
   }
 
   /** img2img noise at `t`: alpha_t * x0 + sigma_t * noise (unit-scale sample, as these steps expect). */
-  addNoise(x0: Float32Array, noise: Float32Array, t: number): Float32Array {
-    if (this._n === 0) throw new Error("DPMSolverMultistepScheduler.addNoise: call setTimesteps first");
-    return mixNoise(x0, noise, this.noiseScales(t));
+  override addNoise(x0: Float32Array, noise: Float32Array, t: number): Float32Array {
+    this.requireTimesteps("addNoise");
+    return super.addNoise(x0, noise, t);
   }
 }

@@ -7,14 +7,7 @@ import { assert, assertClose, assertEquals, assertThrows, relativeError } from "
 import { EulerAncestralDiscreteScheduler } from "./euler_ancestral.ts";
 import { EulerDiscreteScheduler } from "./euler_discrete.ts";
 import { createScheduler } from "./scheduler.ts";
-import { loadSchedulerReference } from "./testing_reference.ts";
-
-const SD15 = {
-  beta_schedule: "scaled_linear",
-  beta_start: 0.00085,
-  beta_end: 0.012,
-  steps_offset: 1,
-} as const;
+import { loadSchedulerReference, SD15 } from "./testing_reference.ts";
 
 function chain(seed: number, viaOptions = false): Float32Array {
   const s = new EulerAncestralDiscreteScheduler(SD15, viaOptions ? { generator: new Rng(seed) } : {});

@@ -2,9 +2,10 @@
  * Scheduler parity with diffusers for a fixture folder laid out as `../shared/reference/schedulers/`
  * (config.json keyed `<sampler>.<prediction>`, io.safetensors with the chains): replays every chain through
  * our sampler and reports the worst relative error of scaled inputs and steps, plus the DDPM training
- * schedule (alphas_cumprod, add_noise, get_velocity). Timesteps must match exactly.
+ * schedule (alphas_cumprod, add_noise, get_velocity). Timesteps must match exactly. The scheduler tests replay
+ * the same chains with `replaySchedulerChain` (through `testing_reference.ts`).
  */
-import { loadSafetensors } from "../models/safetensors.ts";
+import { loadSafetensors, type SafetensorsFile } from "../models/safetensors.ts";
 import { relativeError } from "../testing.ts";
 import {
   addNoise,
@@ -13,6 +14,7 @@ import {
   createScheduler,
   getVelocity,
   parseSchedulerConfigJson,
+  type Scheduler,
 } from "./scheduler.ts";
 import type { ParityRow } from "../models/parity.ts";
 
@@ -23,35 +25,66 @@ const FIXTURE_NAMES: Record<string, string> = {
   euler_a: "euler_a",
 };
 
-export async function runSchedulerParity(dir: string, tolerance = 1e-5): Promise<ParityRow[]> {
-  const configs = parseSchedulerConfigJson(await Deno.readTextFile(`${dir}/config.json`)) as Record<
-    string,
-    Record<string, unknown>
-  >;
+/** A fixture folder: the configs (by key such as `ddim.epsilon`) and the tensors. */
+export interface SchedulerFixtures {
+  configs: Record<string, Record<string, unknown>>;
+  io: SafetensorsFile;
+}
+
+/** Reads `dir`/config.json and `dir`/io.safetensors. */
+export async function loadSchedulerFixtures(dir: string): Promise<SchedulerFixtures> {
+  const configs = parseSchedulerConfigJson(await Deno.readTextFile(`${dir}/config.json`));
   const io = await loadSafetensors(`${dir}/io.safetensors`);
+  return { configs: configs as Record<string, Record<string, unknown>>, io };
+}
+
+/** Worst relative errors of a replayed chain. */
+export interface ChainResult {
+  steps: number;
+  maxScaledInput: number;
+  maxPrev: number;
+}
+
+/**
+ * Replays the chain `key` (e.g. `euler.v_prediction`): setTimesteps(len(timesteps)), hand our timesteps (as
+ * int64, the fixture's type: fractional Euler timesteps truncate) and the fixture's to `checkTimesteps`, start at
+ * `.init`, and per step compare scaleModelInput with `.scaled_input.i` and step(model_output.i) with `.prev.i`.
+ * The chain runs on its own samples (errors may compound, as they would in use).
+ */
+export function replaySchedulerChain(
+  io: SafetensorsFile,
+  key: string,
+  scheduler: Scheduler,
+  checkTimesteps: (got: number[], expected: number[]) => void = () => {},
+): ChainResult {
+  const expected = io.int(`${key}.timesteps`);
+  scheduler.setTimesteps(expected.length);
+  checkTimesteps(scheduler.timesteps.map(Math.trunc), expected);
+  let x = io.float32(`${key}.init`);
+  let maxScaledInput = 0, maxPrev = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const t = scheduler.timesteps[i];
+    const xin = scheduler.scaleModelInput(x, t);
+    maxScaledInput = Math.max(maxScaledInput, relativeError(xin, io.float32(`${key}.scaled_input.${i}`)));
+    x = scheduler.step(io.float32(`model_output.${i}`), t, x);
+    maxPrev = Math.max(maxPrev, relativeError(x, io.float32(`${key}.prev.${i}`)));
+  }
+  return { steps: expected.length, maxScaledInput, maxPrev };
+}
+
+export async function runSchedulerParity(dir: string, tolerance = 1e-5): Promise<ParityRow[]> {
+  const { configs, io } = await loadSchedulerFixtures(dir);
   const rows: ParityRow[] = [];
   for (const [key, config] of Object.entries(configs)) {
     const name = FIXTURE_NAMES[key.split(".")[0]];
     if (!name) throw new RangeError(`${dir}/config.json: unknown sampler in key "${key}"`);
-    const s = createScheduler(config, { name });
-    const expected = io.int(`${key}.timesteps`);
-    s.setTimesteps(expected.length);
-    const got = s.timesteps.map(Math.trunc);
-    const same = got.length === expected.length && got.every((t, i) => t === expected[i]);
+    let same = false;
+    const chain = replaySchedulerChain(io, key, createScheduler(config, { name }), (got, expected) => {
+      same = got.length === expected.length && got.every((t, i) => t === expected[i]);
+    });
     rows.push({ output: `${key}.timesteps`, relError: same ? 0 : Infinity, tolerance: 0 });
-    let x = io.float32(`${key}.init`);
-    let worstIn = 0, worstPrev = 0;
-    for (let i = 0; i < expected.length; i++) {
-      const t = s.timesteps[i];
-      worstIn = Math.max(
-        worstIn,
-        relativeError(s.scaleModelInput(x, t), io.float32(`${key}.scaled_input.${i}`)),
-      );
-      x = s.step(io.float32(`model_output.${i}`), t, x);
-      worstPrev = Math.max(worstPrev, relativeError(x, io.float32(`${key}.prev.${i}`)));
-    }
-    rows.push({ output: `${key}.scaled_input`, relError: worstIn, tolerance });
-    rows.push({ output: `${key}.prev`, relError: worstPrev, tolerance });
+    rows.push({ output: `${key}.scaled_input`, relError: chain.maxScaledInput, tolerance });
+    rows.push({ output: `${key}.prev`, relError: chain.maxPrev, tolerance });
   }
   if (io.has("ddpm.alphas_cumprod")) {
     const cfg = Object.values(configs)[0];

@@ -1,58 +1,62 @@
 /**
- * Test support for the scheduler tests (not used at runtime): loads diffusers' reference chains from
- * `shared/reference/schedulers/` and replays them through one of our samplers.
+ * Test support for the scheduler tests (not used at runtime): SD 1.5's noise schedule, and diffusers' reference
+ * chains from `shared/reference/schedulers/`, loaded and replayed by `parity.ts` (the same replay as
+ * `deno task parity`) with the tests' assertions on top.
  */
-import { loadSafetensors, type SafetensorsFile } from "../models/safetensors.ts";
-import { assertEquals, relativeError } from "../testing.ts";
-import { parseSchedulerConfigJson, type Scheduler } from "./scheduler.ts";
+import { assert, assertEquals } from "../testing.ts";
+import type { Scheduler } from "./scheduler.ts";
+import {
+  type ChainResult,
+  loadSchedulerFixtures,
+  replaySchedulerChain,
+  type SchedulerFixtures,
+} from "./parity.ts";
+
+export type { ChainResult };
 
 /** Folder of the scheduler fixtures (made by shared/reference/tools/make_fixtures.py). */
 export const REFERENCE_DIR = new URL("../../../shared/reference/schedulers/", import.meta.url);
 
+/** SD 1.5's noise schedule (as its scheduler_config.json has it), the base config of most scheduler tests. */
+export const SD15 = {
+  beta_schedule: "scaled_linear",
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  steps_offset: 1,
+} as const;
+
 /** The fixture configs (by key such as `ddim.epsilon`) and tensors. */
-export interface SchedulerReference {
-  configs: Record<string, Record<string, unknown>>;
-  io: SafetensorsFile;
-}
+export type SchedulerReference = SchedulerFixtures;
 
 let cached: Promise<SchedulerReference> | null = null;
 
 /** Loads (once) config.json and io.safetensors. */
 export function loadSchedulerReference(): Promise<SchedulerReference> {
-  cached ??= (async () => {
-    const configs = parseSchedulerConfigJson(await Deno.readTextFile(new URL("config.json", REFERENCE_DIR)));
-    const io = await loadSafetensors(new URL("io.safetensors", REFERENCE_DIR).pathname);
-    return { configs: configs as Record<string, Record<string, unknown>>, io };
-  })();
+  cached ??= loadSchedulerFixtures(REFERENCE_DIR.pathname.replace(/\/$/, ""));
   return cached;
 }
 
-/** Worst relative errors of a replayed chain. */
-export interface ChainResult {
-  steps: number;
-  maxScaledInput: number;
-  maxPrev: number;
-}
-
 /**
- * Replays the chain `key` (e.g. `euler.v_prediction`): setTimesteps(len(timesteps)), start at `.init`, and per
- * step compare scaleModelInput with `.scaled_input.i` and step(model_output.i) with `.prev.i`. The chain runs on
- * its own samples (errors may compound, as they would in use). Timesteps must match exactly (as int64, the fixture's type: fractional Euler timesteps truncate).
+ * Replays the chain `key` (`replaySchedulerChain`), asserting first that the timesteps match exactly (as int64,
+ * the fixture's type: fractional Euler timesteps truncate).
  */
 export function replayChain(ref: SchedulerReference, key: string, scheduler: Scheduler): ChainResult {
-  const io = ref.io;
-  const expected = io.int(`${key}.timesteps`);
-  scheduler.setTimesteps(expected.length);
-  assertEquals(scheduler.timesteps.map(Math.trunc), expected, `${key} timesteps`);
-  let x = io.float32(`${key}.init`);
-  let maxScaledInput = 0, maxPrev = 0;
-  for (let i = 0; i < expected.length; i++) {
-    const t = scheduler.timesteps[i];
-    const xin = scheduler.scaleModelInput(x, t);
-    maxScaledInput = Math.max(maxScaledInput, relativeError(xin, io.float32(`${key}.scaled_input.${i}`)));
-    const want = io.float32(`${key}.prev.${i}`);
-    x = scheduler.step(io.float32(`model_output.${i}`), t, x);
-    maxPrev = Math.max(maxPrev, relativeError(x, want));
-  }
-  return { steps: expected.length, maxScaledInput, maxPrev };
+  return replaySchedulerChain(
+    ref.io,
+    key,
+    scheduler,
+    (got, expected) => assertEquals(got, expected, `${key} timesteps`),
+  );
+}
+
+/** `replayChain`, then logs the worst errors and asserts that both are below 1e-5. */
+export function assertChainMatches(ref: SchedulerReference, key: string, scheduler: Scheduler): ChainResult {
+  const r = replayChain(ref, key, scheduler);
+  console.log(
+    `${key}: ${r.steps} steps, max relative error input ${r.maxScaledInput.toExponential(2)}, prev ${
+      r.maxPrev.toExponential(2)
+    }`,
+  );
+  assert(r.maxScaledInput < 1e-5 && r.maxPrev < 1e-5, JSON.stringify(r));
+  return r;
 }
