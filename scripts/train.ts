@@ -21,27 +21,36 @@ function num(name: string, v: string | undefined): number | undefined {
   return x;
 }
 
+const OPTIONS = {
+  model: { type: "string" },
+  images: { type: "string" },
+  prompt: { type: "string" },
+  method: { type: "string" },
+  steps: { type: "string" },
+  out: { type: "string" },
+  lr: { type: "string" },
+  rank: { type: "string" },
+  alpha: { type: "string" },
+  batch: { type: "string" },
+  seed: { type: "string" },
+  "checkpoint-every": { type: "string" },
+  resume: { type: "boolean" },
+  "no-flip": { type: "boolean" },
+  help: { type: "boolean" },
+} as const;
+
+/** The flags; an unknown flag or a missing value is a usage error (exit 2), not an uncaught exception. */
+function flags(args: string[]) {
+  try {
+    return parseArgs({ args, options: OPTIONS }).values;
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}\n${USAGE}`);
+    Deno.exit(2);
+  }
+}
+
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      model: { type: "string" },
-      images: { type: "string" },
-      prompt: { type: "string" },
-      method: { type: "string" },
-      steps: { type: "string" },
-      out: { type: "string" },
-      lr: { type: "string" },
-      rank: { type: "string" },
-      alpha: { type: "string" },
-      batch: { type: "string" },
-      seed: { type: "string" },
-      "checkpoint-every": { type: "string" },
-      resume: { type: "boolean" },
-      "no-flip": { type: "boolean" },
-      help: { type: "boolean" },
-    },
-  });
+  const values = flags(Deno.args);
   if (
     values.help || !values.model || !values.images || values.prompt === undefined || !values.out ||
     !values.steps

@@ -23,6 +23,7 @@ import {
   type CropVariant,
   LatentCache,
   loadImageFolder,
+  resizeShorterSide,
   type TrainingImage,
 } from "./data.ts";
 import { type ProgressEvent, runTraining } from "./loop.ts";
@@ -85,11 +86,14 @@ function check(o: FineTuneOptions) {
 export async function fineTune(runner: EngineRunner, o: FineTuneOptions): Promise<FineTuneResult> {
   check(o);
   const folder = await loadModelFolder(o.model);
-  const images = typeof o.images === "string" ? await loadImageFolder(o.images) : o.images;
-  if (!images.length) {
+  const loaded = typeof o.images === "string" ? await loadImageFolder(o.images) : o.images;
+  if (!loaded.length) {
     throw new RangeError(`no training images${typeof o.images === "string" ? ` in ${o.images}` : ""}`);
   }
   const resolution = folder.unetConfig.sample_size * folder.vaeScaleFactor;
+  // diffusers' Resize(resolution) first (shorter side to the model's resolution), once per image; crops and
+  // flips are then taken from the resized image.
+  const images = loaded.map((t) => ({ ...t, image: resizeShorterSide(t.image, resolution) }));
   const batch = o.batchSize ?? 1;
   const rank = o.rank ?? 4;
   const seed = o.seed ?? 0;
@@ -192,7 +196,12 @@ export async function fineTune(runner: EngineRunner, o: FineTuneOptions): Promis
       const path = `${o.out}/${LORA_FILE_NAME}`;
       await Deno.writeFile(
         path,
-        encodeLora({ name: o.out.split("/").pop() ?? "lora", rank, alpha: o.alpha ?? rank, modules }, {
+        encodeLora({
+          name: o.out.split("/").filter(Boolean).pop() ?? "lora",
+          rank,
+          alpha: o.alpha ?? rank,
+          modules,
+        }, {
           prompt: o.prompt,
           base_model: o.model,
           steps: o.steps,
@@ -205,7 +214,7 @@ export async function fineTune(runner: EngineRunner, o: FineTuneOptions): Promis
       await copyFolder(
         o.model,
         o.out,
-        (p) => !p.includes("/.") && !p.endsWith("unet/diffusion_pytorch_model.safetensors"),
+        (name, rel) => !name.startsWith(".") && rel !== "unet/diffusion_pytorch_model.safetensors",
       );
       const tensors: Parameters<typeof writeSafetensors>[0] = {};
       for (const t of trainer.trained) tensors[t.name] = { dtype: "F32", shape: t.shape, data: t.data };
@@ -226,12 +235,18 @@ export async function fineTune(runner: EngineRunner, o: FineTuneOptions): Promis
   }
 }
 
-async function copyFolder(from: string, to: string, keep: (path: string) => boolean) {
+/** Copies `from` into `to`; `keep` sees each entry's own name and its path relative to `from`. */
+async function copyFolder(
+  from: string,
+  to: string,
+  keep: (name: string, relative: string) => boolean,
+  prefix = "",
+) {
   await Deno.mkdir(to, { recursive: true });
   for await (const e of Deno.readDir(from)) {
-    const src = `${from}/${e.name}`, dst = `${to}/${e.name}`;
-    if (!keep(src)) continue;
-    if (e.isDirectory) await copyFolder(src, dst, keep);
+    const src = `${from}/${e.name}`, dst = `${to}/${e.name}`, rel = `${prefix}${e.name}`;
+    if (!keep(e.name, rel)) continue;
+    if (e.isDirectory) await copyFolder(src, dst, keep, `${rel}/`);
     else if (e.isFile) await Deno.copyFile(src, dst);
   }
 }

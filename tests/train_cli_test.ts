@@ -1,0 +1,97 @@
+/**
+ * End to end through the command line: `deno task train` fine-tunes a LoRA on the committed tiny model from a
+ * folder of PNGs, prints where it wrote the adapter and the evaluation loss; a missing flag prints the usage,
+ * and a bad value fails with the error.
+ */
+import { assert, assertEquals } from "../gpu-worker/testing.ts";
+import { encodePng } from "../gpu-worker/image/png.ts";
+import { renderScene } from "../gpu-worker/shapesworld/render.ts";
+import { sampleScene } from "../gpu-worker/shapesworld/world.ts";
+import { Rng } from "../gpu-worker/random.ts";
+import { decodeLora, LORA_FILE_NAME } from "../gpu-worker/adapters/lora.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+async function train(args: string[]) {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "scripts/train.ts", ...args],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const out = await cmd.output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+async function withImages(fn: (dir: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "train_cli_test_" });
+  try {
+    await Deno.mkdir(`${dir}/images`);
+    for (let i = 0; i < 3; i++) {
+      const scene = sampleScene(new Rng(i), {
+        objectCount: 1,
+        shapes: ["star"],
+        colours: ["purple"],
+        textures: ["checkered"],
+        backgrounds: ["white"],
+      });
+      await Deno.writeFile(`${dir}/images/star${i}.png`, encodePng(renderScene(scene)));
+    }
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("deno task train writes a LoRA adapter and reports the evaluation loss", async () => {
+  await withImages(async (dir) => {
+    const out = `${dir}/sks`;
+    const r = await train([
+      ...["--model", "models/tiny-shapes", "--images", `${dir}/images`, "--prompt", "a sks star"],
+      ...["--method", "lora", "--steps", "5", "--rank", "2", "--seed", "1", "--out", out],
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    assert(r.stderr.includes("step 5/5 loss "), `progress reaches the last step: ${r.stderr}`);
+    assert(r.stdout.includes(`wrote ${out}/${LORA_FILE_NAME}`), r.stdout);
+    const m = r.stdout.match(/eval loss (\d+\.\d{4}) -> (\d+\.\d{4})/);
+    assert(m && Number(m[1]) > 0 && Number(m[2]) > 0, `eval loss line: ${r.stdout}`);
+    const lora = decodeLora(await Deno.readFile(`${out}/${LORA_FILE_NAME}`), LORA_FILE_NAME);
+    assertEquals([lora.rank, lora.alpha, lora.info?.steps], [2, 2, 5]);
+  });
+});
+
+Deno.test("deno task train prints the usage and exits 2 when a required flag is missing or unknown", async () => {
+  const r = await train(["--model", "models/tiny-shapes", "--images", "x", "--prompt", "p", "--steps", "5"]);
+  assertEquals(r.code, 2, r.stderr);
+  assert(r.stderr.includes("usage: deno task train --model DIR --images DIR"), r.stderr);
+  assertEquals(r.stdout, "");
+  const typo = await train(["--model", "models/tiny-shapes", "--stepz", "5"]);
+  assertEquals(typo.code, 2, typo.stderr);
+  assert(typo.stderr.includes("Unknown option '--stepz'") && typo.stderr.includes("usage:"), typo.stderr);
+});
+
+Deno.test("deno task train exits 1 with the error for a bad --method or a non-numeric --steps", async () => {
+  await withImages(async (dir) => {
+    const common = [
+      "--model",
+      "models/tiny-shapes",
+      "--images",
+      `${dir}/images`,
+      "--prompt",
+      "p",
+      "--out",
+      `${dir}/o`,
+    ];
+    const method = await train([...common, "--method", "dora", "--steps", "5"]);
+    assertEquals(method.code, 1, method.stderr);
+    assert(method.stderr.includes(`error: method must be "lora" or "full", got "dora"`), method.stderr);
+    const steps = await train([...common, "--method", "lora", "--steps", "five"]);
+    assertEquals(steps.code, 1, steps.stderr);
+    assert(steps.stderr.includes(`error: --steps expects a number, got "five"`), steps.stderr);
+    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["images"], "nothing written");
+  });
+});
