@@ -114,15 +114,7 @@ export interface PipelineGraphs {
 /** Builds the four graphs from the folder's weights; `lora` puts LoRA slots on the UNet. */
 export function buildPipelineGraphs(f: ModelFolder, opts: { lora?: LoraSlots } = {}): PipelineGraphs {
   const lora = opts.lora ?? { targets: DEFAULT_LORA_TARGETS };
-  const textEncoder = new GraphBuilder("text_encoder");
-  const textPrefix = f.weights.text_encoder.has("text_model.embeddings.token_embedding.weight")
-    ? "text_model."
-    : "";
-  buildClipTextModel(
-    new ModelContext(textEncoder, WeightSource.fromFiles([f.weights.text_encoder], textPrefix)),
-    f.textConfig,
-    { extraTokens: true },
-  );
+  const textEncoder = textEncoderGraph(f);
   const unet = new GraphBuilder("unet");
   const unetCtx = new ModelContext(unet, WeightSource.fromFiles([f.weights.unet]), { lora });
   buildUNet2DCondition(unetCtx, f.unetConfig);
@@ -136,5 +128,22 @@ export function buildPipelineGraphs(f: ModelFolder, opts: { lora?: LoraSlots } =
 export function vaeEncoderGraph(f: ModelFolder): GraphBuilder {
   const g = new GraphBuilder("vae_encoder");
   buildVaeEncoder(new ModelContext(g, WeightSource.fromFiles([f.weights.vae])), f.vaeConfig);
+  return g;
+}
+
+/** transformers stores the text tower under `text_model.`; some exports drop it. */
+export function textEncoderPrefix(f: ModelFolder): string {
+  return f.weights.text_encoder.has("text_model.embeddings.token_embedding.weight") ? "text_model." : "";
+}
+
+/** The text encoder's weights as a source for graph building. */
+export function textEncoderWeights(f: ModelFolder): WeightSource {
+  return WeightSource.fromFiles([f.weights.text_encoder], textEncoderPrefix(f));
+}
+
+/** The inference text encoder graph (input_ids + added-token rows -> last_hidden_state, pooler_output). */
+export function textEncoderGraph(f: ModelFolder): GraphBuilder {
+  const g = new GraphBuilder("text_encoder");
+  buildClipTextModel(new ModelContext(g, textEncoderWeights(f)), f.textConfig, { extraTokens: true });
   return g;
 }

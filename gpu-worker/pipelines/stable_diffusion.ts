@@ -13,7 +13,12 @@
 import type { EngineRunner, RemoteSession } from "../ort/runner.ts";
 import type { ExecutionProvider } from "../ort/session.ts";
 import type { GraphBuilder } from "../graph/builder.ts";
-import { buildPipelineGraphs, loadModelFolder, type ModelFolder } from "../models/model_folder.ts";
+import {
+  buildPipelineGraphs,
+  loadModelFolder,
+  type ModelFolder,
+  textEncoderPrefix,
+} from "../models/model_folder.ts";
 import { loraInputNames } from "../models/layers.ts";
 import { EXTRA_TOKENS_INPUT } from "../models/clip_text_model.ts";
 import { createScheduler, type SchedulerName, timestepsForStrength } from "../schedulers/scheduler.ts";
@@ -156,7 +161,7 @@ export class StableDiffusionPipeline {
   tokenEmbedding(id: number): Float32Array {
     const D = this.folder.textConfig.hidden_size;
     const file = this.folder.weights.text_encoder;
-    const prefix = file.has("text_model.embeddings.token_embedding.weight") ? "text_model." : "";
+    const prefix = textEncoderPrefix(this.folder);
     if (!(Number.isInteger(id) && id >= 0 && id < this.folder.textConfig.vocab_size)) {
       throw new RangeError(
         `token id ${id} is outside the base vocabulary (0..${this.folder.textConfig.vocab_size - 1})`,

@@ -21,7 +21,7 @@ import { loraInputNames } from "../models/layers.ts";
 import { WeightSource } from "../models/weights.ts";
 import { buildUNet2DCondition } from "../models/unet_2d_condition.ts";
 import { buildClipTextModel, EXTRA_TOKENS_INPUT } from "../models/clip_text_model.ts";
-import type { ModelFolder } from "../models/model_folder.ts";
+import { type ModelFolder, textEncoderGraph, textEncoderWeights } from "../models/model_folder.ts";
 import type { EngineRunner, RemoteSession } from "../ort/runner.ts";
 import { alphasCumprod, betasFor } from "../schedulers/scheduler.ts";
 import { Rng } from "../random.ts";
@@ -98,10 +98,7 @@ export class DiffusionTrainer {
     const withText = !!o.textEncoder;
     if (o.textEncoder) {
       const t = o.textEncoder;
-      const prefix = folder.weights.text_encoder.has("text_model.embeddings.token_embedding.weight")
-        ? "text_model."
-        : "";
-      const ctx = new ModelContext(g, WeightSource.fromFiles([folder.weights.text_encoder], prefix), {
+      const ctx = new ModelContext(g, textEncoderWeights(folder), {
         trainable: t.trainable,
       });
       ehs = buildClipTextModel(ctx, folder.textConfig, {
@@ -174,18 +171,8 @@ export class DiffusionTrainer {
     const session = await runner.createSession(g.toBytes(), { inputs: g.inputs });
     let textSession: RemoteSession | null = null;
     if (!withText) {
-      // Captions are encoded once by a frozen text encoder; build its inference graph.
-      const tg = new GraphBuilder("text_encoder");
-      const prefix = folder.weights.text_encoder.has("text_model.embeddings.token_embedding.weight")
-        ? "text_model."
-        : "";
-      buildClipTextModel(
-        new ModelContext(tg, WeightSource.fromFiles([folder.weights.text_encoder], prefix)),
-        folder.textConfig,
-        {
-          extraTokens: true,
-        },
-      );
+      // Captions are encoded once by a frozen text encoder.
+      const tg = textEncoderGraph(folder);
       textSession = await runner.createSession(tg.toBytes(), { inputs: tg.inputs });
     }
     const acp = alphasCumprod(betasFor(folder.schedulerConfig));
