@@ -1,71 +1,129 @@
 /**
- * The edge's Hono application. For now: liveness and the list of base models on disk; the full public API
- * (files, trainings, adapters, predictions, billing, webhooks) is the service issue's work and mounts here.
+ * The edge's Hono application: auth (API keys, tenant-scoped objects), per-key rate limits, problem+json
+ * errors in one place, and the routes of API.md — files, trainings, merges, adapters, predictions (with
+ * `Prefer: wait` and SSE streams), account and usage, the webhook secret — plus the worker protocol under
+ * `/internal/workers/*`, the generated `/openapi.json` and `/docs`.
  *
  * @example
  * ```ts
- * const app = createApp({ modelsDir: "./models" });
+ * const app = createApp({ modelsDir: "./models" }); // in-memory stores
  * Deno.serve({ port: 8787 }, app.fetch);
  * ```
  */
 import { Hono } from "hono";
+import { z } from "zod";
+import { ModelInfo } from "../shared/account.ts";
+import { authenticate, hashApiKey } from "./auth/api_keys.ts";
+import { createEdge, type Edge, type EdgeConfig, type EdgeEnv } from "./context.ts";
+import { availableModels } from "./models.ts";
+import { OpenApi, route } from "./openapi.ts";
+import { ApiProblem, problemResponse } from "./problem.ts";
+import { accountRoutes } from "./routes/account.ts";
+import { adapterRoutes } from "./routes/adapters.ts";
+import { docsRoutes } from "./routes/docs.ts";
+import { fileRoutes } from "./routes/files.ts";
+import { predictionRoutes } from "./routes/predictions.ts";
+import { trainingRoutes } from "./routes/trainings.ts";
+import { workerRoutes } from "./routes/workers.ts";
 
-export interface EdgeConfig {
-  modelsDir: string;
+export type { EdgeConfig } from "./context.ts";
+export { listModels, type ModelInfo } from "./models.ts";
+
+export interface EdgeApp {
+  app: Hono<EdgeEnv>;
+  edge: Edge;
+  api: OpenApi;
 }
 
-export interface ModelInfo {
-  id: string;
-  family: string;
-  resolution: number;
-  capabilities: string[];
-}
+/** The app with its services (tests and `embedded.ts` reach the broker and stores through `edge`). */
+export function createEdgeApp(config: EdgeConfig | Edge): EdgeApp {
+  const edge = "events" in config ? config : createEdge(config);
+  const app = new Hono<EdgeEnv>();
+  const api = new OpenApi();
 
-/** Base models: the folders of `modelsDir` that hold a diffusers `model_index.json`. */
-export async function listModels(modelsDir: string): Promise<ModelInfo[]> {
-  const out: ModelInfo[] = [];
-  let entries: Deno.DirEntry[] = [];
-  try {
-    entries = await Array.fromAsync(Deno.readDir(modelsDir));
-  } catch {
-    return out;
-  }
-  for (const e of entries.filter((e) => e.isDirectory).sort((a, b) => a.name.localeCompare(b.name))) {
-    try {
-      const index = JSON.parse(await Deno.readTextFile(`${modelsDir}/${e.name}/model_index.json`));
-      const unet = JSON.parse(await Deno.readTextFile(`${modelsDir}/${e.name}/unet/config.json`));
-      const vae = JSON.parse(await Deno.readTextFile(`${modelsDir}/${e.name}/vae/config.json`));
-      const factor = 2 ** ((vae.block_out_channels?.length ?? 4) - 1);
-      out.push({
-        id: e.name,
-        family: index._class_name ?? "StableDiffusionPipeline",
-        resolution: (unet.sample_size ?? 64) * factor,
-        capabilities: ["txt2img", "img2img"],
-      });
-    } catch {
-      // Not a model folder; skip it.
-    }
-  }
-  return out;
-}
-
-export function createApp(config: EdgeConfig) {
-  const app = new Hono();
-  app.get("/healthz", (c) => c.json({ status: "ok" }));
-  app.get("/v1/models", async (c) => c.json({ data: await listModels(config.modelsDir) }));
+  app.use("*", async (c, next) => {
+    c.set("edge", edge);
+    await next();
+  });
+  app.onError((err, c) => {
+    if (err instanceof ApiProblem) return problemResponse(err, c.req.path);
+    console.error(`${c.req.method} ${c.req.path}:`, err);
+    return problemResponse(
+      new ApiProblem(500, "about:blank", "Internal Server Error", "the server failed; it was logged"),
+      c.req.path,
+    );
+  });
   app.notFound((c) =>
-    c.json(
-      {
-        type: "about:blank",
-        title: "Not Found",
-        status: 404,
-        detail: `no route for ${c.req.method} ${c.req.path}`,
-      },
-      404,
-      {
-        "content-type": "application/problem+json",
-      },
+    problemResponse(
+      new ApiProblem(404, "about:blank", "Not Found", `no route for ${c.req.method} ${c.req.path}`),
     )
   );
-  return app;
+
+  route(app, api, {
+    method: "get",
+    path: "/healthz",
+    summary: "Liveness",
+    tags: ["meta"],
+    auth: "none",
+    responses: { 200: { description: "Alive", schema: z.object({ status: z.literal("ok") }) } },
+  }, (c) => c.json({ status: "ok" }));
+  // Registered before the auth middleware: the model list is public.
+  route(app, api, {
+    method: "get",
+    path: "/v1/models",
+    summary: "Base models the worker pool can serve (no auth)",
+    tags: ["models"],
+    auth: "none",
+    responses: { 200: { description: "Models", schema: z.object({ data: z.array(ModelInfo) }) } },
+  }, async (c) => c.json({ data: await availableModels(edge) }));
+  docsRoutes(app, api);
+  workerRoutes(app, api);
+
+  app.use("/v1/*", async (c, next) => {
+    const key = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "")?.[1];
+    const tenant = key ? await authenticate(edge.metadata, key) : null;
+    if (!tenant) {
+      throw new ApiProblem(
+        401,
+        "unauthorized",
+        "Unauthorized",
+        key ? "the API key is not valid" : "send Authorization: Bearer <API key>",
+        {
+          headers: { "WWW-Authenticate": 'Bearer realm="api"' },
+        },
+      );
+    }
+    c.set("tenant", tenant);
+    c.set("keyHash", await hashApiKey(key!));
+    await next();
+  });
+  app.use("/v1/*", async (c, next) => {
+    const d = edge.limiter.take(c.get("keyHash"));
+    if (!d.allowed) {
+      throw new ApiProblem(
+        429,
+        "rate-limited",
+        "Too Many Requests",
+        `this key may make ${edge.limiter.policy.limit} requests per ${
+          edge.limiter.policy.windowMs / 1000
+        } s; retry in ${d.resetS} s`,
+        {
+          headers: d.headers,
+        },
+      );
+    }
+    await next();
+    for (const [k, v] of Object.entries(d.headers)) c.res.headers.set(k, v);
+  });
+
+  fileRoutes(app, api);
+  trainingRoutes(app, api);
+  adapterRoutes(app, api);
+  predictionRoutes(app, api);
+  accountRoutes(app, api);
+  return { app, edge, api };
+}
+
+export function createApp(config: EdgeConfig | Edge): Hono<EdgeEnv> {
+  return createEdgeApp(config).app;
 }

@@ -1,7 +1,7 @@
 /**
- * The prediction input (`POST /v1/predictions` `input`), written once with zod: the edge validates requests
- * with it, workers read the parsed value, and `/openapi.json` will be generated from it. Field names are
- * API.md's; defaults are the pipeline's.
+ * Predictions (`POST /v1/predictions`): the input, written once with zod — the edge validates requests with
+ * it, workers read the parsed value, and `/openapi.json` is generated from it. Field names are API.md's;
+ * defaults are the pipeline's.
  *
  * @example
  * ```ts
@@ -10,8 +10,11 @@
  * ```
  */
 import { z } from "zod";
+import { JobFields, WebhookEventsFilter, WebhookUrl } from "./jobs.ts";
 
 export const SCHEDULERS = ["ddim", "ddpm", "euler", "euler_a", "dpmpp_2m"] as const;
+
+const Scale = z.number().min(-10).max(10);
 
 export const PredictionInput = z.object({
   prompt: z.string().max(2000),
@@ -26,7 +29,38 @@ export const PredictionInput = z.object({
   /** img2img: an uploaded file id, and how much of the schedule to run. */
   image: z.string().optional(),
   strength: z.number().gt(0).max(1).default(0.8),
-  adapters: z.array(z.object({ id: z.string(), scale: z.number().min(-10).max(10).default(1) })).default([]),
+  adapters: z.array(z.object({ id: z.string(), scale: Scale.default(1) })).max(16).default([]),
+  /** Concept sliders; a slider is off (scale 0) before `start_step`. */
+  sliders: z.array(z.object({ id: z.string(), scale: Scale, start_step: z.number().int().min(0).optional() }))
+    .max(64).default([]),
+  /** Prompt-Free: a file id of a reference image whose SeeCoder embeddings replace the text. */
+  reference_image: z.string().optional(),
+  regions: z.array(z.object({
+    box: z.tuple([z.number(), z.number(), z.number(), z.number()])
+      .refine(([x0, y0, x1, y1]) => [x0, y0, x1, y1].every((v) => v >= 0 && v <= 1) && x0 < x1 && y0 < y1, {
+        message: "box is [x0, y0, x1, y1] in 0..1 with x0 < x1 and y0 < y1",
+      }),
+    prompt: z.string().max(2000),
+    adapters: z.array(z.string()).max(16).optional(),
+  })).max(16).default([]),
 }).strict();
-
 export type PredictionInput = z.infer<typeof PredictionInput>;
+
+export const CreatePredictionRequest = z.object({
+  base_model: z.string().min(1).max(200),
+  input: PredictionInput,
+  webhook: WebhookUrl.optional(),
+  webhook_events_filter: WebhookEventsFilter.optional(),
+}).strict();
+export type CreatePredictionRequest = z.infer<typeof CreatePredictionRequest>;
+
+export const Prediction = z.object({
+  ...JobFields,
+  base_model: z.string(),
+  input: z.record(z.string(), z.unknown()),
+  /** URLs of the output images (PNG) once succeeded. */
+  output: z.array(z.string()).nullable(),
+  /** Adapters applied, including those the prompt pulled in by naming their token. */
+  adapters: z.array(z.object({ id: z.string(), scale: z.number(), routed: z.boolean() })),
+});
+export type Prediction = z.infer<typeof Prediction>;

@@ -35,7 +35,10 @@ export type RegisterResponse = z.infer<typeof RegisterResponse>;
 export const LeaseRequest = z.object({ workerId: z.string() }).strict();
 export type LeaseRequest = z.infer<typeof LeaseRequest>;
 
-export const BlobRef = z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), size: z.number().int().nonnegative() });
+export const BlobRef = z.object({
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  size: z.number().int().nonnegative(),
+});
 export type BlobRef = z.infer<typeof BlobRef>;
 
 /** A leased job: everything the worker needs, inputs resolved to blob references. */
@@ -49,7 +52,20 @@ export const LeasedJob = z.object({
   baseModel: z.string(),
   /** The method (trainings: dreambooth, custom_diffusion, ...; merges: linear, ...). */
   method: z.string().optional(),
-  /** The validated public input (API.md field names), with file ids replaced by blob refs where needed. */
+  /**
+   * The validated public input (API.md field names, defaults filled), where every file or adapter reference
+   * is a name in `blobs`:
+   * - trainings: `images` is a list of names (an image file's id, or `<zip id>/<entry>.png` for each image of
+   *   a zip), `captions` maps names to their `.txt` captions; `regularization_images`, `concepts[].images`
+   *   and `pairs[].low/high` likewise; `destination` is the adapter's name; cidm: `library_adapter` names the
+   *   library's current weights (null on first use).
+   * - predictions: `prompt` has `<adapter-name>` references replaced by the adapter's trigger phrase
+   *   (`token class_word`); `adapters`/`sliders` are `{id, name, kind, method, token, class_word, scale}` with
+   *   the weights in `blobs[id]`; `regions[].adapters` keep their ids (described in `region_adapters`);
+   *   `image`/`reference_image` are names in `blobs`.
+   * - merges: `adapters` are `{id, ..., weight}`, weights in `blobs[id]`.
+   * Outputs: images (predictions, `image/png`) or one `.safetensors` adapter (trainings, merges).
+   */
   input: z.record(z.string(), z.unknown()),
   /** Blobs by the names the input uses (uploaded images, adapter weights). */
   blobs: z.record(z.string(), BlobRef),

@@ -143,7 +143,8 @@ export function buildVaeDecoder(ctx: ModelContext, cfg: VaeConfig, io: VaeDims =
   const boc = cfg.block_out_channels;
   const L = cfg.latent_channels;
   const o = { groups: cfg.norm_num_groups, eps: EPS };
-  let x: Value = io.latents ?? g.input("latents", "float32", [B, L, io.height ?? "height", io.width ?? "width"]);
+  let x: Value = io.latents ??
+    g.input("latents", "float32", [B, L, io.height ?? "height", io.width ?? "width"]);
   if (cfg.use_post_quant_conv) x = ctx.conv("post_quant_conv", x, L, L, 1);
   const out = ctx.scope("decoder", () => {
     const rev = [...boc].reverse();

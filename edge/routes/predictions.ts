@@ -1,0 +1,132 @@
+/**
+ * `POST /v1/predictions`: validates the input, routes adapters named in the prompt, resolves file and
+ * adapter ids to blobs, reserves the price and queues the job; `Prefer: wait[=N]` holds the answer until the
+ * prediction ends (201) or N seconds pass (202).
+ */
+import type { Hono } from "hono";
+import { isTerminal } from "../../shared/job_lifecycle.ts";
+import { CreatePredictionRequest, Prediction } from "../../shared/prediction.ts";
+import { type EdgeEnv, originOf } from "../context.ts";
+import { idempotency, jobId, jsonBody } from "../idempotency.ts";
+import { acceptJob, announce, BlobPlan, preferWaitMs, unknownRef, waitForJob } from "../jobs.ts";
+import { requireModel } from "../models.ts";
+import { type OpenApi, route } from "../openapi.ts";
+import { predictionPrice } from "../pricing.ts";
+import { routePrompt } from "../prompt_routing.ts";
+import type { AdapterRecord } from "../records.ts";
+import { jobRoutes, present } from "./jobs.ts";
+
+export const COSTLY_HEADERS = {
+  "Idempotency-Key": {
+    description: "Replays the first response for 24 h; the same key with other parameters is 422",
+  },
+};
+
+/** What a worker needs to know of an adapter besides its weights blob (named by its id). */
+export function describeAdapter(a: AdapterRecord) {
+  return { id: a.id, name: a.name, kind: a.kind, method: a.method, token: a.token, class_word: a.class_word };
+}
+
+export function predictionRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
+  route(
+    app,
+    api,
+    {
+      method: "post",
+      path: "/v1/predictions",
+      summary: "Generate images",
+      description:
+        "A prompt naming <adapter-name> or an adapter's token pulls that adapter in. Costs num_outputs x steps credits (x 512x512 tiles), reserved now, refunded if it fails.",
+      tags: ["predictions"],
+      auth: "api_key",
+      headers: {
+        ...COSTLY_HEADERS,
+        Prefer: { description: "wait or wait=1..60: answer when finished (201) or after N s (202)" },
+      },
+      body: { schema: CreatePredictionRequest },
+      responses: {
+        201: { description: "Finished within Prefer: wait", schema: Prediction },
+        202: { description: "Accepted and queued", schema: Prediction },
+      },
+    },
+    idempotency(),
+    async (c) => {
+      const edge = c.get("edge");
+      const tenant = c.get("tenant");
+      const body = await jsonBody(c, CreatePredictionRequest);
+      const input = body.input;
+      await requireModel(edge, body.base_model);
+      const owned = (await edge.metadata.list<AdapterRecord>(["adapters", tenant.id], { limit: 1000 })).items
+        .map((i) => i.value);
+      const byId = new Map(owned.map((a) => [a.id, a]));
+      const check = (id: string, field: string) => {
+        const a = byId.get(id);
+        if (!a) throw unknownRef(field, `no adapter "${id}"`);
+        if (a.base_model !== body.base_model) {
+          throw unknownRef(
+            field,
+            `adapter "${id}" is for base model ${a.base_model}`,
+          );
+        }
+        return a;
+      };
+      input.adapters.forEach((a, i) => check(a.id, `input.adapters.${i}.id`));
+      input.sliders.forEach((s, i) => check(s.id, `input.sliders.${i}.id`));
+      input.regions.forEach((r, i) =>
+        r.adapters?.forEach((id, j) => check(id, `input.regions.${i}.adapters.${j}`))
+      );
+      const routed = routePrompt(input.prompt, input, owned, body.base_model);
+
+      const plan = new BlobPlan(edge, tenant.id);
+      if (input.image) await plan.image(input.image, "input.image");
+      if (input.reference_image) await plan.image(input.reference_image, "input.reference_image");
+      const used = new Set([...routed.adapters, ...routed.sliders].map((a) => a.id));
+      for (const r of input.regions) for (const id of r.adapters ?? []) used.add(id);
+      for (const id of used) plan.adapter(id, { sha256: byId.get(id)!.sha256, size: byId.get(id)!.size });
+
+      const { job, created } = await acceptJob(edge, {
+        id: await jobId(c, "p"),
+        tenant: tenant.id,
+        kind: "prediction",
+        baseModel: body.base_model,
+        method: null,
+        price: predictionPrice(input),
+        request: {
+          base_model: body.base_model,
+          input,
+          adapters: [
+            ...routed.adapters,
+            ...routed.sliders.map(({ id, scale, routed }) => ({ id, scale, routed })),
+          ],
+          webhook: body.webhook,
+          webhook_events_filter: body.webhook_events_filter,
+          origin: originOf(c),
+        },
+        work: {
+          input: {
+            ...input,
+            prompt: routed.prompt,
+            adapters: routed.adapters.map((a) => ({ ...describeAdapter(byId.get(a.id)!), scale: a.scale })),
+            sliders: routed.sliders.map((s) => ({
+              ...describeAdapter(byId.get(s.id)!),
+              scale: s.scale,
+              start_step: s.start_step,
+            })),
+            // Regions keep their adapter ids (PredictionInput's shape); what those adapters are is here:
+            region_adapters: [...new Set(input.regions.flatMap((r) => r.adapters ?? []))]
+              .map((id) => describeAdapter(byId.get(id)!)),
+          },
+          blobs: plan.blobs,
+        },
+      });
+      if (created) announce(edge, null, job);
+      const wait = preferWaitMs(c.req.header("prefer"));
+      const final = wait ? await waitForJob(edge, job, wait) : job;
+      const out = await present(c, final);
+      const headers: Record<string, string> = { Location: (out.urls as { get: string }).get };
+      if (wait) headers["Preference-Applied"] = `wait=${wait / 1000}`;
+      return c.json(out, wait && isTerminal(final.state) ? 201 : 202, headers);
+    },
+  );
+  jobRoutes(app, api, "prediction", "predictions", Prediction);
+}

@@ -1,0 +1,104 @@
+/**
+ * The worker's engine: one Worker-thread runner (ONNX Runtime never runs on the thread that heartbeats),
+ * pipelines cached per base model (sessions built once, then every tenant's adapters ride on them as LoRA slot
+ * inputs), and LoRA files cached by sha256 (least recently used out first).
+ *
+ * @example
+ * ```ts
+ * const engine = new WorkerEngine({ modelsDir: "models", ep: "cpu", workDir: "/tmp/w" });
+ * const pipe = await engine.pipeline("tiny-shapes");
+ * const lora = await engine.lora(ref, (r) => edge.getBlob(r));
+ * ```
+ */
+import { EngineRunner } from "../ort/runner.ts";
+import type { ExecutionProvider } from "../ort/session.ts";
+import { type LoraWeights, StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
+import { decodeLora, toLoraWeights } from "../adapters/lora.ts";
+import type { BlobRef } from "../../shared/worker_protocol.ts";
+
+export interface WorkerEngineOptions {
+  modelsDir: string;
+  ep: ExecutionProvider;
+  /** Where graphs too large for protobuf are written (the models folder may be read-only). */
+  workDir: string;
+  /** LoRA files kept decoded (default 32). */
+  loraCacheSize?: number;
+}
+
+/** Model ids are folder names: no separators, no leading dot. */
+const MODEL_ID = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
+
+/** Base model ids under `modelsDir`: folders holding a diffusers `model_index.json`, sorted. */
+export async function servedModels(modelsDir: string): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const e of Deno.readDir(modelsDir)) {
+    if (!e.isDirectory || !MODEL_ID.test(e.name)) continue;
+    try {
+      await Deno.stat(`${modelsDir}/${e.name}/model_index.json`);
+      ids.push(e.name);
+    } catch {
+      // Not a model folder.
+    }
+  }
+  return ids.sort();
+}
+
+export class WorkerEngine {
+  readonly runner = new EngineRunner();
+  private readonly pipelines = new Map<string, Promise<StableDiffusionPipeline>>();
+  private readonly loras = new Map<string, Promise<LoraWeights>>();
+  /** LoRA blobs downloaded (cache misses), for tests and metrics. */
+  loraDownloads = 0;
+
+  constructor(readonly opts: WorkerEngineOptions) {}
+
+  /** The folder of a base model this worker serves; RangeError for an id that is not one. */
+  modelDir(baseModel: string): string {
+    if (!MODEL_ID.test(baseModel)) throw new RangeError(`base model "${baseModel}" is not a model id`);
+    return `${this.opts.modelsDir}/${baseModel}`;
+  }
+
+  /** The pipeline of a base model, loaded once (concurrent callers share the load). */
+  pipeline(baseModel: string): Promise<StableDiffusionPipeline> {
+    let p = this.pipelines.get(baseModel);
+    if (!p) {
+      p = StableDiffusionPipeline.load(this.modelDir(baseModel), this.runner, {
+        ep: this.opts.ep,
+        cacheDir: `${this.opts.workDir}/onnx/${baseModel}`,
+      });
+      this.pipelines.set(baseModel, p);
+      p.catch(() => this.pipelines.delete(baseModel));
+    }
+    return p;
+  }
+
+  /** A LoRA by content address: decoded once, then served from the cache. */
+  lora(ref: BlobRef, download: (ref: BlobRef) => Promise<Uint8Array>): Promise<LoraWeights> {
+    let w = this.loras.get(ref.sha256);
+    if (w) {
+      this.loras.delete(ref.sha256); // re-insert: most recently used last
+    } else {
+      this.loraDownloads++;
+      w = download(ref).then((bytes) =>
+        toLoraWeights(decodeLora(bytes, `adapter ${ref.sha256.slice(0, 12)}`))
+      );
+      w.catch(() => this.loras.delete(ref.sha256));
+    }
+    this.loras.set(ref.sha256, w);
+    const max = this.opts.loraCacheSize ?? 32;
+    while (this.loras.size > max) this.loras.delete(this.loras.keys().next().value!);
+    return w;
+  }
+
+  /** Releases the sessions and stops the engine thread. */
+  async close(): Promise<void> {
+    const loaded = await Promise.allSettled(this.pipelines.values());
+    for (const r of loaded) if (r.status === "fulfilled") await r.value.release().catch(() => {});
+    this.runner.terminate();
+  }
+
+  /** Stops the engine thread at once (a killed worker). */
+  terminate(): void {
+    this.runner.terminate();
+  }
+}

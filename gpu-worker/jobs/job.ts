@@ -1,0 +1,79 @@
+/**
+ * What a job handler (prediction, training) is given and returns, how the inputs' file references become
+ * blobs, and which errors are the input's fault (not retried: the same input would fail again).
+ *
+ * Blob naming in a leased job (agreed with the edge): an input field holds either a BlobRef itself
+ * (`{sha256, size}`) or a file/adapter id that keys `job.blobs` — as `<id>`, `file:<id>` or `adapter:<id>` —
+ * and an adapter entry may carry its own `blob`.
+ *
+ * @example
+ * ```ts
+ * const ref = resolveBlob(job, job.input.image, "input.image", "file");
+ * const bytes = await ctx.edge.getBlob(ref);
+ * ```
+ */
+import { ZodError } from "zod";
+import { BlobRef, type CompleteRequest, type LeasedJob } from "../../shared/worker_protocol.ts";
+import type { EdgeClient } from "./edge_client.ts";
+import type { JobLease } from "./lease.ts";
+import type { WorkerEngine } from "./engine.ts";
+import { ImageLoadError } from "../training/data.ts";
+import { CheckpointError } from "../training/checkpoint.ts";
+import { TrainingDivergedError } from "../training/loop.ts";
+import { SafetensorsError } from "../models/safetensors.ts";
+
+/** Tunables of the worker that shape how jobs run (not part of any request). */
+export interface JobSettings {
+  /** Preview every this many denoising steps (predictions), at most once per `previewIntervalMs`. */
+  previewEvery: number;
+  previewIntervalMs: number;
+  /** Longest side of a preview, in pixels. */
+  previewSize: number;
+  /** Training checkpoint period in steps; default a tenth of the run (1..100). */
+  checkpointEvery?: number;
+  /** Scratch folder for training runs. */
+  workDir: string;
+}
+
+export interface JobContext {
+  job: LeasedJob;
+  lease: JobLease;
+  edge: EdgeClient;
+  engine: WorkerEngine;
+  settings: JobSettings;
+}
+
+export interface JobResult {
+  outputs: CompleteRequest["outputs"];
+  metrics: Record<string, number>;
+}
+
+/** Errors that the same job would hit again: bad input, unreadable files, divergence. Not retried. */
+export function isPermanentError(e: unknown): boolean {
+  return e instanceof RangeError || e instanceof SyntaxError || e instanceof TypeError ||
+    e instanceof ZodError || e instanceof ImageLoadError || e instanceof SafetensorsError ||
+    e instanceof CheckpointError || e instanceof TrainingDivergedError;
+}
+
+/** A short message for `fail`: zod issues as `field: message`, others as their message. */
+export function errorMessage(e: unknown): string {
+  if (e instanceof ZodError) {
+    return "invalid input: " + e.issues.map((i) => `${i.path.join(".") || "input"}: ${i.message}`).join("; ");
+  }
+  return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * The blob an input value refers to. `field` names the value in errors; `prefix` is the kind of id
+ * (`file`, `adapter`). A value with no blob in the job is a RangeError (the edge resolves every reference).
+ */
+export function resolveBlob(job: LeasedJob, value: unknown, field: string, prefix: string): BlobRef {
+  const direct = BlobRef.safeParse(value);
+  if (direct.success) return direct.data;
+  if (typeof value === "string") {
+    const ref = job.blobs[value] ?? job.blobs[`${prefix}:${value}`];
+    if (ref) return ref;
+    throw new RangeError(`${field}: no blob for ${prefix} "${value}" in job ${job.id}`);
+  }
+  throw new RangeError(`${field}: expected a ${prefix} id or a blob reference, got ${JSON.stringify(value)}`);
+}

@@ -1,0 +1,127 @@
+/**
+ * Prediction jobs: txt2img / img2img on the cached pipeline of the job's base model, with the job's LoRA
+ * adapters fed into the pipeline's LoRA slots (no session is rebuilt), progress on every step, a small preview
+ * PNG every few steps (throttled), and one PNG output per image.
+ *
+ * Input: `PredictionInput` (shared/prediction.ts, API.md names), except that `image` and each adapter are
+ * resolved to blobs by the edge (see `resolveBlob`).
+ *
+ * @example
+ * ```ts
+ * const { outputs, metrics } = await predict(ctx); // ctx.job.kind === "prediction"
+ * ```
+ */
+import { Buffer } from "node:buffer";
+import { z } from "zod";
+import { PredictionInput } from "../../shared/prediction.ts";
+import { BlobRef } from "../../shared/worker_protocol.ts";
+import { encodePng, resizeBilinear, type RgbImage } from "../image/png.ts";
+import { decodeImage } from "../training/data.ts";
+import type { AdapterUse, StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
+import { type JobContext, type JobResult, resolveBlob } from "./job.ts";
+
+/** The leased input: PredictionInput's fields, with `image` and adapters possibly already blob references. */
+const LeasedPredictionInput = z.object({
+  ...PredictionInput.shape,
+  image: z.union([z.string(), BlobRef]).optional(),
+  adapters: z.array(z.object({
+    id: z.string(),
+    scale: z.number().min(-10).max(10).default(1),
+    blob: BlobRef.optional(),
+  })).default([]),
+});
+
+/** Public fields this worker does not implement yet: refused rather than silently ignored. */
+const NOT_SERVED = ["sliders", "regions", "reference_image"];
+
+/** A small preview: the image scaled so its longest side is at most `size`, as base64 PNG. */
+export function previewPng(img: RgbImage, size: number): string {
+  const k = Math.min(1, size / Math.max(img.width, img.height));
+  const small = resizeBilinear(
+    img,
+    Math.max(1, Math.round(img.width * k)),
+    Math.max(1, Math.round(img.height * k)),
+  );
+  return Buffer.from(encodePng(small)).toString("base64");
+}
+
+/** Adapter module paths must be LoRA slots of the base model (else the adapter would silently do nothing). */
+function checkAdapterFits(pipe: StableDiffusionPipeline, id: string, use: AdapterUse) {
+  const slots = new Set(pipe.loraModules.map((m) => m.path));
+  const foreign = [...use.lora.modules.keys()].filter((p) => !slots.has(p));
+  if (foreign.length) {
+    throw new RangeError(
+      `adapter "${id}" targets ${foreign.length} module(s) the base model has no LoRA slot for ` +
+        `(e.g. ${foreign[0]}); it was trained for another base model`,
+    );
+  }
+}
+
+export async function predict(ctx: JobContext): Promise<JobResult> {
+  const { job, lease, edge, engine, settings } = ctx;
+  for (const k of NOT_SERVED) {
+    const v = job.input[k];
+    if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) {
+      throw new RangeError(`input.${k} is not supported by this worker yet`);
+    }
+  }
+  const input = LeasedPredictionInput.parse(job.input);
+  const started = performance.now();
+  const pipe = await engine.pipeline(job.baseModel);
+  const adapters: AdapterUse[] = [];
+  for (const [i, a] of input.adapters.entries()) {
+    const ref = a.blob ?? resolveBlob(job, a.id, `input.adapters[${i}]`, "adapter");
+    const use = { lora: await engine.lora(ref, (r) => edge.getBlob(r)), scale: a.scale };
+    checkAdapterFits(pipe, a.id, use);
+    adapters.push(use);
+  }
+  const image = input.image === undefined
+    ? undefined
+    : decodeImage(await edge.getBlob(resolveBlob(job, input.image, "input.image", "file")), "input.image");
+
+  let lastPreview = -Infinity;
+  const result = await pipe.generate({
+    prompt: input.prompt,
+    negativePrompt: input.negative_prompt,
+    n: input.num_outputs,
+    steps: input.steps,
+    guidanceScale: input.guidance_scale,
+    scheduler: input.scheduler,
+    seed: input.seed,
+    width: input.width,
+    height: input.height,
+    image,
+    strength: input.strength,
+    adapters,
+    signal: lease.signal,
+    onStep: async ({ step, total, preview }) => {
+      const elapsed = (performance.now() - started) / 1000;
+      lease.progress({ step, total, eta_s: Math.round((elapsed / step) * (total - step) * 10) / 10 });
+      const now = performance.now();
+      if (
+        step < total && step % settings.previewEvery === 0 && now - lastPreview >= settings.previewIntervalMs
+      ) {
+        lastPreview = now;
+        lease.preview(previewPng((await preview())[0], settings.previewSize));
+      }
+    },
+  });
+  lease.log(
+    `generated ${result.images.length} image(s) with seed ${result.seed} in ${
+      (result.timings.totalMs / 1000).toFixed(2)
+    }s`,
+  );
+  const outputs: JobResult["outputs"] = [];
+  for (const [i, img] of result.images.entries()) {
+    const blob = await edge.putBlob(encodePng(img), "image/png");
+    outputs.push({ blob, contentType: "image/png", name: `out-${i}.png` });
+  }
+  return {
+    outputs,
+    metrics: {
+      predict_time: Math.round((performance.now() - started) / 10) / 100,
+      seed: result.seed,
+      unet_evals: result.timings.unetEvals,
+    },
+  };
+}

@@ -1,0 +1,47 @@
+/**
+ * Adapters: trained concepts, sliders and merges (`/v1/adapters`), and imports of uploaded safetensors.
+ * `triggers` are the words that pull an adapter into a prediction when the prompt names them.
+ *
+ * @example
+ * ```ts
+ * ImportAdapterRequest.parse({ file: "file_1", base_model: "tiny-shapes", name: "rex" });
+ * ```
+ */
+import { z } from "zod";
+import { AdapterName } from "./training.ts";
+
+export const AdapterKind = z.enum(["concept", "slider", "library"]);
+export const WEIGHT_FORMATS = ["diffusers", "peft", "kohya"] as const;
+export const WeightFormat = z.enum(WEIGHT_FORMATS);
+export type WeightFormat = z.infer<typeof WeightFormat>;
+
+export const Adapter = z.object({
+  id: z.string(),
+  name: z.string(),
+  kind: AdapterKind,
+  method: z.string(),
+  base_model: z.string(),
+  /** Words of the prompt that pull this adapter in: `<name>` and the trained token. */
+  triggers: z.array(z.string()),
+  token: z.string().nullable(),
+  class_word: z.string().nullable(),
+  /** The job that made it (a training or merge), or null when imported. */
+  source: z.object({ kind: z.enum(["training", "merge", "import"]), id: z.string().nullable() }),
+  size: z.number().int(),
+  checksums: z.object({ sha256: z.string() }),
+  metrics: z.record(z.string(), z.number()),
+  created_at: z.string(),
+  urls: z.object({ get: z.string(), weights: z.string() }),
+});
+export type Adapter = z.infer<typeof Adapter>;
+
+export const ImportAdapterRequest = z.object({
+  /** An uploaded safetensors file id. */
+  file: z.string(),
+  base_model: z.string().min(1).max(200),
+  name: AdapterName,
+  method: z.enum(["dreambooth", "custom_diffusion", "concept_slider", "cidm", "lora"]).default("lora"),
+  token: z.string().min(1).max(64).optional(),
+  class_word: z.string().max(100).optional(),
+}).strict();
+export type ImportAdapterRequest = z.infer<typeof ImportAdapterRequest>;
