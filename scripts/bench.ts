@@ -6,6 +6,8 @@
  * fine-tune (every UNet and text-encoder weight).
  *
  * Usage: deno task bench [--model models/tiny-shapes] [--ep cpu] [--runs 5] [--skip-training]
+ *        deno task bench --edge   the HTTP edge's figures instead (`scripts/bench_edge.ts`, also
+ *                                 `deno task bench:edge` with its own options)
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
@@ -15,6 +17,7 @@ import { DEFAULT_LORA_TARGETS, loadModelFolder } from "../gpu-worker/models/mode
 import { DiffusionTrainer } from "../gpu-worker/training/diffusion_trainer.ts";
 import { runTraining } from "../gpu-worker/training/loop.ts";
 import { Rng } from "../gpu-worker/random.ts";
+import { runEdgeBench } from "./bench_edge.ts";
 
 /** Steps/s of forward + backward + AdamW on random latents (after 3 warm-up steps). */
 async function trainingStepsPerSecond(
@@ -65,8 +68,10 @@ if (import.meta.main) {
       ep: { type: "string" },
       runs: { type: "string" },
       "skip-training": { type: "boolean" },
+      edge: { type: "boolean" },
     },
   });
+  if (values.edge) Deno.exit((await runEdgeBench({})) ? 0 : 1);
   const model = values.model ?? "models/tiny-shapes";
   const runs = Number(values.runs ?? 5);
   const runner = new EngineRunner();
