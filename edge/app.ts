@@ -13,6 +13,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { ModelInfo } from "../shared/account.ts";
+import { BrokerBusyError } from "../shared/job_broker.ts";
 import { authenticate, hashApiKey } from "./auth/api_keys.ts";
 import { createEdge, type Edge, type EdgeConfig, type EdgeEnv } from "./context.ts";
 import { availableModels } from "./models.ts";
@@ -47,6 +48,7 @@ export function createEdgeApp(config: EdgeConfig | Edge): EdgeApp {
   });
   app.onError((err, c) => {
     if (err instanceof ApiProblem) return problemResponse(err, c.req.path);
+    if (err instanceof BrokerBusyError) return problemResponse(busy(err), c.req.path);
     console.error(`${c.req.method} ${c.req.path}:`, err);
     return problemResponse(
       new ApiProblem(500, "about:blank", "Internal Server Error", "the server failed; it was logged"),
@@ -122,6 +124,18 @@ export function createEdgeApp(config: EdgeConfig | Edge): EdgeApp {
   predictionRoutes(app, api);
   accountRoutes(app, api);
   return { app, edge, api };
+}
+
+/** A store write that kept losing to concurrent writers: nothing was done or charged; try again shortly. */
+function busy(err: BrokerBusyError): ApiProblem {
+  console.warn(`busy (answered 503): ${err.message}`);
+  return new ApiProblem(
+    503,
+    "busy",
+    "Service Busy",
+    `too many concurrent changes to the same account or job; nothing was done or charged, retry in ${err.retryAfterS} s`,
+    { headers: { "Retry-After": String(err.retryAfterS) } },
+  );
 }
 
 export function createApp(config: EdgeConfig | Edge): Hono<EdgeEnv> {

@@ -35,6 +35,8 @@ export interface EmbeddedOptions {
   /** Default: env WEBHOOKS_ALLOW_PRIVATE=1. */
   webhooksAllowPrivate?: boolean;
   leaseSeconds?: number;
+  /** Requests per minute each API key may make. Default: env RATE_LIMIT_PER_MINUTE, else 600. */
+  rateLimitPerMinute?: number;
   /** Starts a worker that talks to `edgeUrl` with `workerToken` (the worker protocol, over HTTP). */
   startWorker?: (edgeUrl: string, workerToken: string) => Promise<RunningWorker>;
   /** Where messages go (the dev key, the URL); default console.log. */
@@ -56,6 +58,17 @@ export interface Embedded {
 
 const DEV_TENANT = "dev";
 const DEV_CREDITS = 1_000_000;
+const DEFAULT_RATE_LIMIT_PER_MINUTE = 600;
+
+/** RATE_LIMIT_PER_MINUTE: a positive whole number of requests per key and minute (unset: the default). */
+export function rateLimitPerMinuteFrom(raw: string | undefined): number {
+  if (raw === undefined || raw.trim() === "") return DEFAULT_RATE_LIMIT_PER_MINUTE;
+  const n = Number(raw.trim());
+  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < 1) {
+    throw new RangeError(`RATE_LIMIT_PER_MINUTE must be a positive whole number of requests, got "${raw}"`);
+  }
+  return n;
+}
 
 async function ensureDevKey(edge: Edge, file: string): Promise<string | null> {
   try {
@@ -73,6 +86,10 @@ async function ensureDevKey(edge: Edge, file: string): Promise<string | null> {
 
 export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
   const log = o.log ?? console.log;
+  const perMinute = o.rateLimitPerMinute ?? rateLimitPerMinuteFrom(Deno.env.get("RATE_LIMIT_PER_MINUTE"));
+  if (!Number.isSafeInteger(perMinute) || perMinute < 1) {
+    throw new RangeError(`rateLimitPerMinute must be a positive whole number, got ${perMinute}`);
+  }
   await Deno.mkdir(o.dataDir, { recursive: true });
   const kv = await Deno.openKv(`${o.dataDir}/kv.sqlite3`);
   const leaseSeconds = o.leaseSeconds ?? 60;
@@ -85,6 +102,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     blobs: new FsBlobStore(`${o.dataDir}/blobs`),
     workerToken,
     leaseSeconds,
+    rateLimit: { limit: perMinute, windowMs: 60_000 },
     webhooksAllowPrivate: o.webhooksAllowPrivate ?? Deno.env.get("WEBHOOKS_ALLOW_PRIVATE") === "1",
   });
   const devKeyFile = `${o.dataDir}/dev-api-key.txt`;

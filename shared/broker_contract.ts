@@ -47,6 +47,7 @@ export function runBrokerContract({ name, newBroker }: BrokerContractOptions): v
         leaseMs: 30_000,
         maxAttempts: 3,
         backoffMs: (a) => 1_000 * 2 ** (a - 1),
+        queuePositionLimit: 3,
       });
       try {
         await fx.broker.credit("t1", 100, "test credits");
@@ -291,4 +292,58 @@ export function runBrokerContract({ name, newBroker }: BrokerContractOptions): v
     assertEquals(moves.length, 1);
     assertEquals((await b.account("t1")).reserved, 0);
   });
+
+  test("concurrent enqueues of one tenant: each accepted and charged once, never past the balance", async (b) => {
+    const ids = Array.from({ length: 60 }, (_, i) => `c${i}`);
+    // 60 distinct jobs and 10 repeats of some of them, all at once.
+    const first = await Promise.all(
+      [...ids, ...ids.slice(0, 10)].map((id) => b.enqueue(job(id, { price: 1 }))),
+    );
+    assert(first.every((r) => r.ok), JSON.stringify(first.find((r) => !r.ok)));
+    assertEquals(first.filter((r) => r.ok && r.created).length, 60);
+    assertEquals(await b.account("t1"), { balance: 40, reserved: 60 });
+
+    // 50 more at once while jobs are canceled (refunds) and credits arrive: money moves on the same account.
+    const [more] = await Promise.all([
+      Promise.all(Array.from({ length: 50 }, (_, i) => b.enqueue(job(`d${i}`, { price: 1 })))),
+      Promise.all(ids.slice(0, 5).map((id) => b.cancel(id))),
+      Promise.all([1, 2].map(() => b.credit("t1", 1, "top-up"))),
+    ]);
+    const created = more.filter((r) => r.ok && r.created).length;
+    const refused = more.filter((r) => !r.ok && r.reason === "insufficient_credits").length;
+    assertEquals(created + refused, 50);
+    assert(created >= 40 && created <= 47, `created ${created}`);
+    const acc = await b.account("t1");
+    assert(acc.balance >= 0, `balance ${acc.balance}`);
+    assertEquals(
+      acc.balance + acc.reserved,
+      102,
+      "credited 100 + 2; every credit is either spendable or reserved",
+    );
+    assertEquals(acc.reserved, 60 - 5 + created);
+    const ledger = (await b.ledger("t1", { limit: 1000 })).items;
+    assertEquals(ledger.filter((e) => e.kind === "reserve").length, 60 + created);
+    assertEquals(ledger.filter((e) => e.kind === "refund").length, 5);
+    assertEquals(ledger.reduce((sum, e) => sum + e.amount, 0), acc.balance);
+    assertEquals(new Set(ledger.filter((e) => e.kind === "reserve").map((e) => e.jobId)).size, 60 + created);
+  });
+
+  test(
+    "queuePosition counts the jobs ahead up to queuePositionLimit, then is unknown (null)",
+    async (b, clock) => {
+      for (let i = 0; i < 5; i++) {
+        await b.enqueue(job(`q${i}`));
+        clock.t += 1;
+      }
+      await b.enqueue(job("other", { kind: "training" }));
+      const positions = () => Promise.all([0, 1, 2, 3, 4].map((i) => b.queuePosition(`q${i}`)));
+      assertEquals(await positions(), [0, 1, 2, null, null]);
+      assertEquals(await b.queuePosition("other"), 0);
+      assertEquals((await b.lease({ ...W1, kinds: ["prediction"] }))?.id, "q0");
+      assertEquals(await positions(), [null, 0, 1, 2, null]);
+      await b.cancel("q2");
+      assertEquals(await positions(), [null, 0, null, 1, 2]);
+      assertEquals(await b.queuePosition("nope"), null);
+    },
+  );
 }

@@ -131,6 +131,17 @@ export class StaleLeaseError extends Error {
   }
 }
 
+/**
+ * The store stayed contended: a write kept losing to concurrent writers (of the same account or job) through
+ * every retry, and nothing was written. Safe to retry later (the edge answers 503 with `Retry-After`).
+ */
+export class BrokerBusyError extends Error {
+  constructor(detail: string, readonly retryAfterS = 1) {
+    super(detail);
+    this.name = "BrokerBusyError";
+  }
+}
+
 export interface BrokerOptions {
   /** Milliseconds since the epoch; injectable so lease expiry is tested without sleeping. */
   now?: () => number;
@@ -138,15 +149,26 @@ export interface BrokerOptions {
   maxAttempts?: number;
   /** Delay before attempt `attempt + 1` after attempt `attempt` failed. */
   backoffMs?: (attempt: number) => number;
+  /**
+   * `queuePosition` counts at most this many jobs ahead (default 100); a job further back has no known
+   * position (null), so the cost of asking stays bounded however long the queue grows.
+   */
+  queuePositionLimit?: number;
 }
 
 export interface JobBroker {
-  /** Reserves `price` and queues the job, atomically; idempotent on `job.id` (an existing job is returned). */
+  /**
+   * Reserves `price` and queues the job, atomically; idempotent on `job.id` (an existing job is returned).
+   * Throws `BrokerBusyError` (nothing written, nothing charged) when concurrent writes keep winning.
+   */
   enqueue(job: NewJob): Promise<EnqueueResult>;
   get(id: string): Promise<JobRecord | null>;
   /** A tenant's jobs of one kind, newest first. */
   list(tenant: string, kind: JobKind, opts?: { limit?: number; cursor?: string }): Promise<Page<JobRecord>>;
-  /** Jobs ahead of a queued job for the same base model and kind, or null when it is not queued. */
+  /**
+   * Jobs ahead of a queued job for the same base model and kind; null when it is not queued, or when
+   * `queuePositionLimit` or more are ahead (unknown: the count is bounded). Costs up to that many reads.
+   */
   queuePosition(id: string): Promise<number | null>;
   /** The next job for this worker's base models and kinds, if any (expired leases are reclaimed first). */
   lease(worker: WorkerFilter): Promise<JobRecord | null>;

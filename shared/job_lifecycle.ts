@@ -35,6 +35,7 @@ export function resolveBrokerOptions(o: BrokerOptions = {}): ResolvedBrokerOptio
     leaseMs: o.leaseMs ?? 60_000,
     maxAttempts: o.maxAttempts ?? 3,
     backoffMs: o.backoffMs ?? ((attempt) => Math.min(2_000 * 2 ** (attempt - 1), 300_000)),
+    queuePositionLimit: o.queuePositionLimit ?? 100,
   };
 }
 

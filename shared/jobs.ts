@@ -26,7 +26,8 @@ export const JobUrls = z.object({ get: z.string(), cancel: z.string(), stream: z
 export const JobFields = {
   id: z.string(),
   status: JobStatus,
-  queue_position: z.number().int().nonnegative().optional(),
+  queue_position: z.number().int().nonnegative().optional()
+    .describe("jobs ahead of this one while it is queued; omitted in lists, and when 100 or more are ahead"),
   error: z.string().nullable(),
   logs: z.string(),
   metrics: z.record(z.string(), z.number()),

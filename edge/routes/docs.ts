@@ -18,6 +18,10 @@ const PROBLEMS: [string, string][] = [
   ["idempotency-key-reused", "422: the Idempotency-Key was used with other parameters"],
   ["idempotency-key-in-use", "409: a request with this Idempotency-Key is still running"],
   ["rate-limited", "429: too many requests; see Retry-After and RateLimit"],
+  [
+    "busy",
+    "503: too many concurrent changes to one account or job; nothing was done or charged, see Retry-After",
+  ],
   ["too-large", "413: the body is larger than the limit"],
   ["too-many-pixels", "413: the image's header declares more pixels than allowed (it was not decoded)"],
   ["zip-too-large", "413: too many zip entries, or too many uncompressed bytes"],

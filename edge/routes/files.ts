@@ -6,6 +6,7 @@ import type { Hono } from "hono";
 import { FileObject, UploadForm } from "../../shared/files.ts";
 import { JobList } from "../../shared/jobs.ts";
 import { readBody } from "../body.ts";
+import { contentDisposition } from "../content_disposition.ts";
 import { type EdgeEnv, newId, originOf, param } from "../context.ts";
 import { type OpenApi, route } from "../openapi.ts";
 import { ApiProblem } from "../problem.ts";
@@ -13,6 +14,11 @@ import { type FileRecord, ownedFile, presentFile } from "../records.ts";
 import { ingestUpload } from "../uploads/ingest.ts";
 
 const FORM_OVERHEAD = 256 * 1024;
+const EXTENSIONS: Record<string, string> = {
+  "image/png": "png",
+  "application/zip": "zip",
+  "application/vnd.safetensors": "safetensors",
+};
 
 export function fileRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
   const tags = ["files"];
@@ -164,6 +170,8 @@ export function fileRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     method: "get",
     path: "/v1/files/:id/content",
     summary: "Download a file's (re-encoded) bytes",
+    description:
+      'Content-Disposition: inline with the stored filename (RFC 6266; filename* in UTF-8 for non-ASCII names), or "<id>.<extension>" when it has none.',
     tags,
     auth: "api_key",
     responses: { 200: { description: "The bytes", contentType: "application/octet-stream" } },
@@ -178,6 +186,11 @@ export function fileRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
       "content-type": f.content_type,
       "content-length": String(bytes.byteLength),
       etag,
+      "content-disposition": contentDisposition(
+        "inline",
+        f.filename,
+        `${f.id}.${EXTENSIONS[f.content_type] ?? "bin"}`,
+      ),
       "cache-control": "private, max-age=31536000, immutable",
     });
   });

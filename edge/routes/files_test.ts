@@ -207,3 +207,40 @@ Deno.test("files are tenant-scoped: another tenant gets 404 (never 403)", async 
   assertEquals((await t.req(`/v1/files/${file.id}`, { method: "DELETE" })).status, 204);
   assertEquals((await t.req(`/v1/files/${file.id}`)).status, 404);
 });
+
+Deno.test("content: Content-Disposition inline with the stored filename; filename* for non-ASCII names", async () => {
+  const t = await testEdge();
+  const png = testPng(4, 4);
+  const disposition = async (name: string | null) => {
+    const form = new FormData();
+    form.set("content", new File([png as Uint8Array<ArrayBuffer>], "blob"));
+    if (name !== null) form.set("filename", name);
+    const res = await t.req("/v1/files", { method: "POST", body: form });
+    assertEquals(res.status, 201);
+    const file = await res.json();
+    const content = await t.req(`/v1/files/${file.id}/content`);
+    await content.body?.cancel();
+    return { file, value: content.headers.get("content-disposition") };
+  };
+  assertEquals((await disposition("photo.png")).value, 'inline; filename="photo.png"');
+  assertEquals(
+    (await disposition("Été à Zürich 🌞.png")).value,
+    `inline; filename="Ete a Zurich _.png"; filename*=UTF-8''%C3%89t%C3%A9%20%C3%A0%20Z%C3%BCrich%20%F0%9F%8C%9E.png`,
+  );
+  // Quotes, backslashes, directories, line breaks and bidi overrides cannot break or spoof the header.
+  assertEquals(
+    (await disposition('../../etc/a"b\\c\r\nSet-Cookie: x=1.png')).value,
+    `inline; filename="cSet-Cookie: x=1.png"`,
+  );
+  assertEquals(
+    (await disposition('say "hi" 100%.png')).value,
+    `inline; filename="say _hi_ 100_.png"; filename*=UTF-8''say%20%22hi%22%20100%25.png`,
+  );
+  assertEquals(
+    (await disposition("invoice\u202egnp.exe")).value,
+    'inline; filename="invoicegnp.exe"',
+  );
+  // Without a usable name the id stands in, with the stored bytes' extension.
+  const blob = await disposition("..");
+  assertEquals(blob.value, `inline; filename="${blob.file.id}.png"`);
+});

@@ -16,6 +16,10 @@ import { announce } from "../jobs.ts";
 import { type OpenApi, route } from "../openapi.ts";
 import { ownedJob, presentJob, publicStatus } from "../records.ts";
 
+/**
+ * One job's public object with its `queue_position` (a bounded count of the jobs ahead, omitted when
+ * unknown). Only single-job responses ask for it; list items go without, so a page costs no queue reads.
+ */
 export async function present(c: EdgeContext, job: JobRecord): Promise<Record<string, unknown>> {
   const position = job.state === "queued" ? await c.get("edge").broker.queuePosition(job.id) : null;
   return presentJob(job, originOf(c), position);
@@ -40,7 +44,7 @@ export function jobRoutes(
     responses: { 200: { description: `A page of ${plural}`, schema: JobList(schema) } },
   }, async (c) => {
     const page = await c.get("edge").broker.list(c.get("tenant").id, kind, { cursor: c.req.query("cursor") });
-    return c.json({ data: await Promise.all(page.items.map((j) => present(c, j))), next: page.next });
+    return c.json({ data: page.items.map((j) => presentJob(j, originOf(c))), next: page.next });
   });
 
   route(

@@ -124,10 +124,15 @@ export class MemoryJobBroker implements JobBroker {
   queuePosition(id: string): Promise<number | null> {
     const job = this.#jobs.get(id);
     if (!job || job.state !== "queued") return Promise.resolve(null);
-    const ahead = [...this.#jobs.values()].filter((j) =>
-      j.state === "queued" && j.baseModel === job.baseModel && j.kind === job.kind && readyOrder(j, job) < 0
-    );
-    return Promise.resolve(ahead.length);
+    let ahead = 0;
+    for (const j of this.#jobs.values()) {
+      if (
+        j.state === "queued" && j.baseModel === job.baseModel && j.kind === job.kind && readyOrder(j, job) < 0
+      ) {
+        ahead++;
+      }
+    }
+    return Promise.resolve(ahead < this.#o.queuePositionLimit ? ahead : null);
   }
 
   reap(): Promise<JobRecord[]> {
