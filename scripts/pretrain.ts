@@ -43,15 +43,23 @@ function log(msg: string) {
 }
 
 function progress(label: string) {
-  return (e: { step: number; steps: number; loss: number; lr: number; stepsPerSecond: number; etaSeconds: number }) => {
+  return (
+    e: { step: number; steps: number; loss: number; lr: number; stepsPerSecond: number; etaSeconds: number },
+  ) => {
     if (e.step % 25 === 0 || e.step === e.steps) {
-      log(`${label} step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ` +
-        `${e.stepsPerSecond.toFixed(2)} steps/s eta ${(e.etaSeconds / 60).toFixed(1)} min`);
+      log(
+        `${label} step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ` +
+          `${e.stepsPerSecond.toFixed(2)} steps/s eta ${(e.etaSeconds / 60).toFixed(1)} min`,
+      );
     }
   };
 }
 
-async function saveTensors(path: string, tensors: Map<string, { shape: number[]; data: Float32Array }>, prefix = "") {
+async function saveTensors(
+  path: string,
+  tensors: Map<string, { shape: number[]; data: Float32Array }>,
+  prefix = "",
+) {
   const out: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
   for (const [k, v] of tensors) out[prefix + k] = { dtype: "F32", shape: v.shape, data: v.data };
   await Deno.writeFile(path, writeSafetensors(out, { format: "pt" }));
@@ -59,7 +67,9 @@ async function saveTensors(path: string, tensors: Map<string, { shape: number[];
 
 async function trainVae(runner: EngineRunner, out: string, o: Opts) {
   const cfg = parseVaeConfig(JSON.parse(await Deno.readTextFile(`${out}/vae/config.json`)));
-  const weights = WeightSource.fromFiles([await loadSafetensors(`${out}/vae/diffusion_pytorch_model.safetensors`)]);
+  const weights = WeightSource.fromFiles([
+    await loadSafetensors(`${out}/vae/diffusion_pytorch_model.safetensors`),
+  ]);
   const vae = await VaeTrainer.create(runner, cfg, weights, { batch: o.vaeBatch, size: SIZE });
   const res = await runTraining({
     params: vae.params(),
@@ -78,7 +88,10 @@ async function trainVae(runner: EngineRunner, out: string, o: Opts) {
       return await vae.computeGradients(images, mb.rng);
     },
   });
-  await saveTensors(`${out}/vae/diffusion_pytorch_model.safetensors`, new Map(vae.trained.map((t) => [t.name, t])));
+  await saveTensors(
+    `${out}/vae/diffusion_pytorch_model.safetensors`,
+    new Map(vae.trained.map((t) => [t.name, t])),
+  );
   await vae.release();
   log(`vae done: last losses ${res.losses.slice(-5).map((l) => l.toFixed(4)).join(" ")}`);
 }
@@ -89,7 +102,10 @@ async function encodeLatents(runner: EngineRunner, out: string, o: Opts) {
   const cfg = parseVaeConfig(cfgRaw);
   const g = new GraphBuilder("vae_encoder");
   buildVaeEncoder(
-    new ModelContext(g, WeightSource.fromFiles([await loadSafetensors(`${out}/vae/diffusion_pytorch_model.safetensors`)])),
+    new ModelContext(
+      g,
+      WeightSource.fromFiles([await loadSafetensors(`${out}/vae/diffusion_pytorch_model.safetensors`)]),
+    ),
     cfg,
   );
   const s = await runner.createSession(g.toBytes(), { inputs: g.inputs });
@@ -97,7 +113,10 @@ async function encodeLatents(runner: EngineRunner, out: string, o: Opts) {
   const means: Float32Array[] = [], stds: Float32Array[] = [];
   const captions: string[] = [];
   for (let start = 0; start < o.dataset; start += chunk) {
-    const items = Array.from({ length: Math.min(chunk, o.dataset - start) }, (_, k) => item(o.seed, start + k));
+    const items = Array.from(
+      { length: Math.min(chunk, o.dataset - start) },
+      (_, k) => item(o.seed, start + k),
+    );
     const r = await s.run({ image: imagesToTensor(items.map((x) => x.image)) });
     const per = r.latent_mean.size / items.length;
     items.forEach((it, k) => {
@@ -135,7 +154,10 @@ async function encodeLatents(runner: EngineRunner, out: string, o: Opts) {
 }
 
 async function trainUNet(runner: EngineRunner, out: string, o: Opts) {
-  const file = readSafetensors(await Deno.readFile(`${out}/.pretrain/latents.safetensors`), "latents.safetensors");
+  const file = readSafetensors(
+    await Deno.readFile(`${out}/.pretrain/latents.safetensors`),
+    "latents.safetensors",
+  );
   const captions: string[] = JSON.parse(file.metadata.captions);
   const mean = file.float32("mean"), std = file.float32("std");
   const per = file.entry("mean").shape[1];
@@ -165,7 +187,8 @@ async function trainUNet(runner: EngineRunner, out: string, o: Opts) {
     checkpoint: { dir: `${out}/.pretrain/unet`, every: 100, keep: 2 },
     resume: o.resume,
     onProgress: progress("unet"),
-    gradients: async (mb) => await trainer.computeGradients(mb.indices.map((i) => example(i, mb.rng)), mb.rng),
+    gradients: async (mb) =>
+      await trainer.computeGradients(mb.indices.map((i) => example(i, mb.rng)), mb.rng),
   });
   const unet = new Map<string, { shape: number[]; data: Float32Array }>();
   const text = new Map<string, { shape: number[]; data: Float32Array }>();
@@ -221,7 +244,9 @@ if (import.meta.main) {
   }
   const runner = new EngineRunner();
   try {
-    if (phase === "all" && !o.resume) log(`fresh architecture: ${JSON.stringify(await makeTinyModel(out, o.seed))}`);
+    if (phase === "all" && !o.resume) {
+      log(`fresh architecture: ${JSON.stringify(await makeTinyModel(out, o.seed))}`);
+    }
     if (phase === "all" || phase === "vae") await trainVae(runner, out, o);
     if (phase === "all" || phase === "latents") await encodeLatents(runner, out, o);
     if (phase === "all" || phase === "unet") await trainUNet(runner, out, o);

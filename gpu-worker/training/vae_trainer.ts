@@ -46,24 +46,35 @@ export class VaeTrainer {
     const d = g.op("Sub", [recon, image]);
     const mse = g.op("ReduceMean", [g.op("Mul", [d, d])], { keepdims: 0 });
     const kl = g.op("ReduceMean", [
-      g.op("Sub", [g.op("Add", [g.op("Mul", [mean, mean]), g.op("Exp", [logvar])]), g.op("Add", [logvar, g.scalar(1)])]),
+      g.op("Sub", [
+        g.op("Add", [g.op("Mul", [mean, mean]), g.op("Exp", [logvar])]),
+        g.op("Add", [logvar, g.scalar(1)]),
+      ]),
     ], { keepdims: 0 });
     const loss = g.op("Add", [mse, g.op("Mul", [kl, g.scalar(0.5 * (o.klWeight ?? 1e-4))])]);
     g.output(loss, "loss");
     g.output(mse, "mse");
     const trained = [...ctx.trainables].map(([name, v]) => ({ name, ...v }));
-    appendBackward(g, loss, trained.map((t) => g.valueOf(t.name))).forEach((gr, i) => g.output(gr, `grad.${trained[i].name}`));
+    appendBackward(g, loss, trained.map((t) => g.valueOf(t.name))).forEach((gr, i) =>
+      g.output(gr, `grad.${trained[i].name}`)
+    );
     const session = await runner.createSession(g.toBytes(), { inputs: g.inputs });
     return new VaeTrainer(cfg, trained, session, o.batch, o.size);
   }
 
   /** Loss (and reconstruction MSE) and gradients for a batch of images NCHW in [-1, 1]. */
-  async computeGradients(images: Tensor, rng: Rng): Promise<{ loss: number; mse: number; grads: Record<string, Float32Array> }> {
+  async computeGradients(
+    images: Tensor,
+    rng: Rng,
+  ): Promise<{ loss: number; mse: number; grads: Record<string, Float32Array> }> {
     const f = 2 ** (this.config.block_out_channels.length - 1);
     const lh = this.size / f;
     const feeds: Record<string, Tensor> = {
       image: images,
-      eps: Tensor.f32([this.batch, this.config.latent_channels, lh, lh], rng.normal(this.batch * this.config.latent_channels * lh * lh)),
+      eps: Tensor.f32(
+        [this.batch, this.config.latent_channels, lh, lh],
+        rng.normal(this.batch * this.config.latent_channels * lh * lh),
+      ),
     };
     for (const t of this.trained) feeds[t.name] = Tensor.f32(t.shape, t.data);
     const out = await this.session.run(feeds, ["loss", "mse", ...this.trained.map((t) => `grad.${t.name}`)]);

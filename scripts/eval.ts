@@ -1,0 +1,68 @@
+/**
+ * `deno task eval`: prompt following of a ShapesWorld model on held-out attribute combinations, measured by
+ * analytic checks (background colour, object colour, shape), for BENCHMARKS.md. Optionally writes a contact
+ * sheet of the generated images.
+ *
+ * Usage: deno task eval [--model models/tiny-shapes] [--count 200] [--seed 1] [--steps 20] [--guidance 5]
+ *          [--sheet out.png]
+ */
+import { parseArgs } from "node:util";
+import { EngineRunner } from "../gpu-worker/ort/runner.ts";
+import { StableDiffusionPipeline } from "../gpu-worker/pipelines/stable_diffusion.ts";
+import { evaluatePromptFollowing } from "../gpu-worker/eval/prompt_following.ts";
+import { encodePng } from "../gpu-worker/image/png.ts";
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      model: { type: "string" },
+      count: { type: "string" },
+      seed: { type: "string" },
+      steps: { type: "string" },
+      guidance: { type: "string" },
+      sheet: { type: "string" },
+    },
+  });
+  const runner = new EngineRunner();
+  try {
+    const pipe = await StableDiffusionPipeline.load(values.model ?? "models/tiny-shapes", runner);
+    const t0 = performance.now();
+    const r = await evaluatePromptFollowing(pipe, {
+      count: Number(values.count ?? 200),
+      seed: Number(values.seed ?? 1),
+      steps: Number(values.steps ?? 20),
+      guidanceScale: Number(values.guidance ?? 5),
+      keepImages: !!values.sheet,
+    });
+    const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+    console.log(`held-out prompts: ${r.samples.length}, ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    console.log(`background colour right: ${pct(r.rates.background)}`);
+    console.log(`object colour right:     ${pct(r.rates.colour)}`);
+    console.log(`shape right:             ${pct(r.rates.shape)}`);
+    const byShape = new Map<string, [number, number]>();
+    for (const s of r.samples) {
+      const k = s.scene.objects[0].shape;
+      const [ok, n] = byShape.get(k) ?? [0, 0];
+      byShape.set(k, [ok + (s.shape ? 1 : 0), n + 1]);
+    }
+    console.log(
+      `shape right, per shape: ${[...byShape].map(([k, [ok, n]]) => `${k} ${ok}/${n}`).join(", ")}`,
+    );
+    if (values.sheet) {
+      const cols = 10, rows = Math.ceil(r.samples.length / cols);
+      const W = cols * 64, H = rows * 64;
+      const rgb = new Uint8Array(W * H * 3);
+      r.samples.forEach((s, k) => {
+        const ox = (k % cols) * 64, oy = Math.floor(k / cols) * 64;
+        for (let y = 0; y < 64; y++) {
+          rgb.set(s.image!.rgb.subarray(y * 64 * 3, (y + 1) * 64 * 3), ((oy + y) * W + ox) * 3);
+        }
+      });
+      await Deno.writeFile(values.sheet, encodePng({ width: W, height: H, rgb }));
+      console.log(`contact sheet: ${values.sheet}`);
+    }
+  } finally {
+    runner.terminate();
+  }
+}
