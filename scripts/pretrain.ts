@@ -8,7 +8,7 @@
  *      classifier-free guidance works.
  * Each phase checkpoints under `<out>/.pretrain/` and resumes (`--resume`) after an interruption.
  *
- * Usage: deno task pretrain [--out models/tiny-shapes] [--vae-steps 1500] [--unet-steps 4000] [--batch 16]
+ * Usage: deno task pretrain [--out models/tiny-shapes] [--vae-steps 2500] [--unet-steps 9000] [--batch 16]
  *          [--dataset 20000] [--seed 0] [--resume] [--phase vae|latents|unet|all]
  */
 import { parseArgs } from "node:util";
@@ -228,9 +228,9 @@ if (import.meta.main) {
   });
   const out = values.out ?? "models/tiny-shapes";
   const o: Opts = {
-    vaeSteps: Number(values["vae-steps"] ?? 1500),
+    vaeSteps: Number(values["vae-steps"] ?? 2500),
     vaeBatch: Number(values["vae-batch"] ?? 8),
-    unetSteps: Number(values["unet-steps"] ?? 4000),
+    unetSteps: Number(values["unet-steps"] ?? 9000),
     batch: Number(values.batch ?? 16),
     dataset: Number(values.dataset ?? 20000),
     seed: Number(values.seed ?? 0),

@@ -1,9 +1,11 @@
 /**
- * Training jobs: DreamBooth as LoRA fine-tuning (`fineTune`, method "lora") on the job's uploaded images with
- * the instance prompt "a {token} {class_word}". Progress and a log line go out with every step; after each
- * checkpoint save the checkpoint file is uploaded and sent with a heartbeat, so a job whose worker dies is
- * resumed by the next worker from there (`job.checkpoint`), not restarted. The output is the adapter file
- * (`pytorch_lora_weights.safetensors`).
+ * Training jobs: `dreambooth` runs the DreamBooth method (`methods/dreambooth.ts`: LoRA on the job's uploaded
+ * images with the instance prompt "a {token} {class_word}", prior preservation on class images the base model
+ * generates, cached under the worker's work folder per base model and class prompt); `lora` is plain LoRA
+ * fine-tuning (`fineTune`) on the images with that prompt. Progress and a log line go out with every step;
+ * after each checkpoint save the checkpoint file is uploaded and sent with a heartbeat, so a job whose worker
+ * dies is resumed by the next worker from there (`job.checkpoint`), not restarted. The output is the adapter
+ * file (`pytorch_lora_weights.safetensors`).
  *
  * @example
  * ```ts
@@ -12,7 +14,7 @@
  * ```
  */
 import { z } from "zod";
-import { fineTune } from "../training/finetune.ts";
+import { fineTune, type FineTuneResult } from "../training/finetune.ts";
 import { decodeImage, type TrainingImage } from "../training/data.ts";
 import {
   CheckpointError,
@@ -20,32 +22,27 @@ import {
   decodeCheckpoint,
   latestCheckpoint,
 } from "../training/checkpoint.ts";
+import type { ProgressEvent } from "../training/loop.ts";
 import { SafetensorsError } from "../models/safetensors.ts";
 import { LORA_FILE_NAME } from "../adapters/lora.ts";
+import { dreamBooth, DreamBoothConfig, type DreamBoothResult } from "../methods/dreambooth.ts";
 import type { BlobRef } from "../../shared/worker_protocol.ts";
 import { type JobContext, type JobResult, resolveBlob } from "./job.ts";
 
-/** `dreambooth` fields (API.md), defaults from METHODS.md; unknown fields were refused by the edge. */
-const DreamBoothInput = z.object({
+/**
+ * The `dreambooth` fields (API.md) as the method names them, with its defaults (METHODS.md, scaled to the base
+ * model; prior preservation on when a class word is given), plus the images; fields of other layers (e.g.
+ * `destination`) are dropped, unknown ones were refused by the edge.
+ */
+const DreamBoothInput = DreamBoothConfig.extend({
   images: z.union([z.string(), z.array(z.string()).min(1).max(1000)]),
   /** Captions of images by blob name (the edge takes them from the `.txt` entries of uploaded zips). */
   captions: z.record(z.string(), z.string()).default({}),
-  steps: z.number().int().min(1).max(100_000).default(500),
-  learning_rate: z.number().gt(0).lt(1).default(1e-4),
-  batch_size: z.number().int().min(1).max(64).default(1),
-  resolution: z.number().int().positive().optional(),
-  seed: z.number().int().min(0).max(2 ** 53 - 1).default(0),
-  token: z.string().min(1).max(100).default("sks"),
-  class_word: z.string().max(100).default(""),
-  mode: z.enum(["lora", "full"]).default("lora"),
-  rank: z.number().int().min(1).max(1024).default(4),
-  with_prior_preservation: z.boolean().default(false),
-  train_text_encoder: z.boolean().default(false),
 });
 
 const SAFETENSORS = "application/vnd.safetensors";
 
-/** Methods this worker trains, each mapped onto `fineTune`. */
+/** Methods this worker trains: `dreambooth` (the method), `lora` (plain LoRA fine-tuning). */
 export const SERVED_TRAINING_METHODS = ["dreambooth", "lora"] as const;
 
 /** Checkpoints every tenth of the run, between 1 and 100 steps apart. */
@@ -134,6 +131,16 @@ async function loadImages(
   return out;
 }
 
+/** Metrics of a run with prior preservation. */
+function priorMetrics(r: DreamBoothResult): Record<string, number> {
+  return {
+    prior_preservation: 1,
+    prior_loss_weight: r.config.prior_loss_weight,
+    class_images_generated: r.classImages.generated,
+    class_images_cached: r.classImages.reused,
+  };
+}
+
 export async function train(ctx: JobContext): Promise<JobResult> {
   const { job, lease, edge, engine, settings } = ctx;
   if (!(SERVED_TRAINING_METHODS as readonly string[]).includes(job.method ?? "")) {
@@ -143,21 +150,13 @@ export async function train(ctx: JobContext): Promise<JobResult> {
       })`,
     );
   }
-  const input = DreamBoothInput.parse(job.input);
-  if (input.mode !== "lora") {
-    throw new RangeError(`input.mode "${input.mode}" is not served yet (served: lora)`);
+  const { images: imageNames, captions, ...config } = DreamBoothInput.parse(job.input);
+  if (config.mode !== "lora") {
+    throw new RangeError(
+      `input.mode "${config.mode}" is not served: a full fine-tune is a model, not an adapter (served: lora)`,
+    );
   }
-  if (input.with_prior_preservation) throw new RangeError("input.with_prior_preservation is not served yet");
-  if (input.train_text_encoder) throw new RangeError("input.train_text_encoder is not served yet");
   const model = engine.modelDir(job.baseModel);
-  if (input.resolution !== undefined) {
-    const unet = JSON.parse(await Deno.readTextFile(`${model}/unet/config.json`));
-    const vae = JSON.parse(await Deno.readTextFile(`${model}/vae/config.json`));
-    const native = unet.sample_size * 2 ** ((vae.block_out_channels?.length ?? 4) - 1);
-    if (input.resolution !== native) {
-      throw new RangeError(`input.resolution ${input.resolution}: ${job.baseModel} trains at ${native}`);
-    }
-  }
   const started = performance.now();
   const out = `${settings.workDir}/${job.id}`;
   await Deno.remove(out, { recursive: true }).catch(() => {});
@@ -176,40 +175,59 @@ export async function train(ctx: JobContext): Promise<JobResult> {
         lease.log(`attempt ${job.attempt}: checkpoint unusable (${e.message}); starting over`);
       }
     }
-    const images = await loadImages(ctx, input.images, input.captions);
-    const prompt = `a ${input.token} ${input.class_word}`.trim();
-    const every = settings.checkpointEvery ?? defaultCheckpointEvery(input.steps);
+    const images = await loadImages(ctx, imageNames, captions);
+    const prompt = `a ${config.token} ${config.class_word}`.trim();
+    const every = settings.checkpointEvery ?? defaultCheckpointEvery(config.steps);
     const uploader = new CheckpointUploader(`${out}/checkpoints`, ctx, resumedFrom);
     let stepsRun = 0;
     const captioned = images.filter((i) => i.caption !== null).length;
     lease.log(
-      `training a rank-${input.rank} LoRA on ${images.length} image(s) (${captioned} captioned), "${prompt}", ` +
-        `${input.steps} steps`,
+      `training a rank-${config.rank} LoRA on ${images.length} image(s) (${captioned} captioned), "${prompt}", ` +
+        `${config.steps} steps (${job.method})`,
     );
-    let result;
+    const onProgress = (e: ProgressEvent) => {
+      stepsRun++;
+      const eta = Number.isFinite(e.etaSeconds) ? Math.round(e.etaSeconds * 10) / 10 : undefined;
+      lease.progress({ step: e.step, total: e.steps, loss: e.loss, eta_s: eta });
+      lease.log(`step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)}`);
+      if (e.step % every === 0 && e.step < e.steps) uploader.expect(e.step);
+    };
+    let result: FineTuneResult;
+    let prior: Record<string, number> = { prior_preservation: 0 };
     try {
-      result = await fineTune(engine.runner, {
-        model,
-        images,
-        prompt,
-        method: "lora",
-        steps: input.steps,
-        learningRate: input.learning_rate,
-        rank: input.rank,
-        batchSize: input.batch_size,
-        seed: input.seed,
-        out,
-        checkpointEvery: every,
-        resume: resumedFrom > 0,
-        signal: lease.signal,
-        onProgress: (e) => {
-          stepsRun++;
-          const eta = Number.isFinite(e.etaSeconds) ? Math.round(e.etaSeconds * 10) / 10 : undefined;
-          lease.progress({ step: e.step, total: e.steps, loss: e.loss, eta_s: eta });
-          lease.log(`step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)}`);
-          if (e.step % every === 0 && e.step < e.steps) uploader.expect(e.step);
-        },
-      });
+      if (job.method === "dreambooth") {
+        const r = await dreamBooth(engine.runner, {
+          model,
+          images,
+          config,
+          out,
+          cacheDir: settings.workDir,
+          checkpointEvery: every,
+          resume: resumedFrom > 0,
+          signal: lease.signal,
+          onProgress,
+          onLog: (line) => lease.log(line),
+        });
+        result = r;
+        if (r.config.with_prior_preservation) prior = priorMetrics(r);
+      } else {
+        result = await fineTune(engine.runner, {
+          model,
+          images,
+          prompt,
+          method: "lora",
+          steps: config.steps,
+          learningRate: config.learning_rate ?? 1e-4,
+          rank: config.rank,
+          batchSize: config.batch_size,
+          seed: config.seed,
+          out,
+          checkpointEvery: every,
+          resume: resumedFrom > 0,
+          signal: lease.signal,
+          onProgress,
+        });
+      }
     } catch (e) {
       // A worker that stops hands the job back: the loop saved its last update, send it along.
       if (lease.stoppedBy === "stopping") await uploader.flush();
@@ -222,13 +240,14 @@ export async function train(ctx: JobContext): Promise<JobResult> {
     return {
       outputs: [{ blob, contentType: SAFETENSORS, name: LORA_FILE_NAME }],
       metrics: {
-        steps: input.steps,
+        steps: config.steps,
         steps_run: stepsRun,
         resumed_from_step: resumedFrom,
         loss: losses[losses.length - 1],
         eval_loss_before: result.evalLoss.before,
         eval_loss_after: result.evalLoss.after,
         trained_parameters: result.trainedParameters,
+        ...prior,
         train_time: Math.round((performance.now() - started) / 10) / 100,
       },
     };

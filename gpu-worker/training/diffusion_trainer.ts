@@ -33,8 +33,18 @@ export type PredictionType = "epsilon" | "v_prediction";
 export interface DiffusionTrainingOptions {
   /** Samples per run of the graph. */
   batch: number;
-  /** LoRA on UNet linears whose module path matches; factors are trained, `alpha / rank` scales them. */
-  lora?: { targets: RegExp[]; rank: number; alpha: number; seed?: number };
+  /**
+   * LoRA on UNet linears whose module path matches; factors are trained, `alpha / rank` scales them. `init` of
+   * the down factor: PEFT's default kaiming-uniform (bound 1/sqrt(in)), or "gaussian" (std 1/rank, PEFT's
+   * `init_lora_weights="gaussian"`, what diffusers' DreamBooth LoRA script uses); up starts at zero either way.
+   */
+  lora?: {
+    targets: RegExp[];
+    rank: number;
+    alpha: number;
+    seed?: number;
+    init?: "kaiming_uniform" | "gaussian";
+  };
   /** Raw UNet weights to train, by diffusers name (e.g. K/V of attn2, or every weight). */
   unetTrainable?: (name: string) => boolean;
   /** Put the text encoder in the graph (needed to train any of it); names without the `text_model.` prefix. */
@@ -133,9 +143,11 @@ export class DiffusionTrainer {
       const rng = new Rng(o.lora.seed ?? 0);
       for (const m of unetCtx.loraModules) {
         const n = loraInputNames(m.path);
-        // PEFT's init: down ~ kaiming-uniform (bound 1/sqrt(in)), up = 0, so training starts at the base model.
+        // PEFT's inits: down random, up = 0, so training starts at the base model.
         const bound = 1 / Math.sqrt(m.inFeatures);
-        const down = new Float32Array(o.lora.rank * m.inFeatures).map(() => (rng.uniform() * 2 - 1) * bound);
+        const down = o.lora.init === "gaussian"
+          ? rng.normal(o.lora.rank * m.inFeatures, 1 / o.lora.rank)
+          : new Float32Array(o.lora.rank * m.inFeatures).map(() => (rng.uniform() * 2 - 1) * bound);
         trained.push({ name: n.down, shape: [o.lora.rank, m.inFeatures], data: down, kind: "lora" });
         trained.push({
           name: n.up,

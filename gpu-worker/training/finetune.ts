@@ -236,7 +236,7 @@ export async function fineTune(runner: EngineRunner, o: FineTuneOptions): Promis
 }
 
 /** Copies `from` into `to`; `keep` sees each entry's own name and its path relative to `from`. */
-async function copyFolder(
+export async function copyFolder(
   from: string,
   to: string,
   keep: (name: string, relative: string) => boolean,
