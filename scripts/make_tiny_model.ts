@@ -159,9 +159,16 @@ export async function makeTinyModel(out: string, seed: number): Promise<Record<s
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { out: { type: "string" }, seed: { type: "string" } },
+    options: { out: { type: "string" }, seed: { type: "string" }, force: { type: "boolean" } },
   });
   const out = values.out ?? "models/tiny-shapes";
+  const pretrained = await Deno.stat(`${out}/PRETRAINED`).then(() => true, () => false);
+  if (pretrained && !values.force) {
+    console.error(
+      `${out} holds pretrained weights (see ${out}/PRETRAINED); give another --out, or --force to overwrite`,
+    );
+    Deno.exit(2);
+  }
   const counts = await makeTinyModel(out, Number(values.seed ?? 0));
   console.log(`wrote ${out}:`, counts);
 }
