@@ -6,16 +6,13 @@
 import { assert, assertEquals } from "../gpu-worker/testing.ts";
 import { starPng, startE2E } from "./e2e_server.ts";
 
-/** The first bytes of a lossy 64x64 WebP: enough to be recognized (and refused: no WebP decoder here). */
-function webpHeader(width: number, height: number): Uint8Array {
-  const b = new Uint8Array(64);
+/** A WebP that declares a 64x64 canvas (VP8X) but holds no image data: recognized, undecodable (400). */
+function webpWithoutImage(): Uint8Array {
+  const b = new Uint8Array(40);
   b.set(new TextEncoder().encode("RIFF"), 0);
   new DataView(b.buffer).setUint32(4, b.length - 8, true);
-  b.set(new TextEncoder().encode("WEBPVP8 "), 8);
-  new DataView(b.buffer).setUint32(16, b.length - 20, true);
-  b.set([0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a], 20);
-  new DataView(b.buffer).setUint16(26, width, true);
-  new DataView(b.buffer).setUint16(28, height, true);
+  b.set(new TextEncoder().encode("WEBPVP8X"), 8);
+  b.set([63, 0, 0, 63, 0, 0], 24);
   return b;
 }
 
@@ -27,7 +24,7 @@ Deno.test("uploads, idempotency and credits end to end", async (t) => {
       const cases: [string, Uint8Array, string, number][] = [
         ["not an image", new TextEncoder().encode("hello, not a picture"), "notes.png", 415],
         ["a truncated PNG", png.subarray(0, 60), "cut.png", 400],
-        ["WebP (no decoder)", webpHeader(64, 64), "x.webp", 415],
+        ["a WebP without image data", webpWithoutImage(), "x.webp", 400],
         ["a fake safetensors", new TextEncoder().encode("not safetensors at all"), "lora.safetensors", 400],
       ];
       for (const [what, bytes, name, status] of cases) {

@@ -26,7 +26,6 @@ const PROBLEMS: [string, string][] = [
   ["too-many-pixels", "413: the image's header declares more pixels than allowed (it was not decoded)"],
   ["zip-too-large", "413: too many zip entries, or too many uncompressed bytes"],
   ["unsupported-media-type", "415: not a PNG/JPEG image, zip of images, or safetensors file"],
-  ["unsupported-image-format", "415: WebP is recognized but not decoded here"],
   ["invalid-image", "400: the image data is corrupt"],
   ["invalid-zip", "400: the zip cannot be read, or its captions do not match its images"],
   ["invalid-safetensors", "400: the safetensors header or offsets are invalid"],

@@ -89,14 +89,22 @@ Deno.test("upload: judged by magic bytes, not names: wrong magic is 415 problem+
   assertEquals((await upload(t, pickle, "model.bin")).status, 415);
 });
 
-Deno.test("upload: WebP is recognized and refused with a clear 415", async () => {
+Deno.test("upload: WebP is decoded and re-encoded as PNG; a broken WebP is 400", async () => {
   const t = await testEdge();
+  // A 1x1 lossless WebP (libwebp's smallest test image).
+  const good = Uint8Array.from(
+    atob("UklGRhoAAABXRUJQVlA4TA0AAAAvAAAAEAcQERGIiP4HAA=="),
+    (c) => c.charCodeAt(0),
+  );
+  const ok = await upload(t, good, "a.webp");
+  assertEquals(ok.status, 201, await ok.clone().text());
+  assertEquals((await ok.json()).content_type, "image/png");
   const webp = new Uint8Array(40);
   webp.set(new TextEncoder().encode("RIFF"), 0);
   webp.set(new TextEncoder().encode("WEBPVP8X"), 8);
-  webp.set([7, 0, 0, 7, 0, 0], 24); // 8 x 8 canvas
+  webp.set([7, 0, 0, 7, 0, 0], 24); // 8 x 8 canvas, no image data
   const res = await upload(t, webp, "a.webp");
-  assertEquals(res.status, 415);
+  assertEquals(res.status, 400);
   assert((await res.json()).detail.includes("WebP"));
 });
 

@@ -1,8 +1,8 @@
 /**
- * Image re-encoding: an accepted upload is decoded (fast-png, jpeg-js: pure JavaScript) and encoded again as
+ * Image re-encoding: an accepted upload is decoded (fast-png, jpeg-js: pure JavaScript; WebP with libwebp
+ * compiled to WebAssembly, @cwasm/webp) and encoded again as
  * a plain 8-bit PNG, so nothing but pixels survives (no metadata, no trailing payloads, no parser quirks
  * reach the workers). Call only after `sniffImage` checked the pixel limit: decoding is the expensive part.
- * WebP is recognized but not decoded (no pure-JavaScript decoder is at hand): 415 with a clear problem.
  *
  * @example
  * ```ts
@@ -11,14 +11,8 @@
  */
 import { convertIndexedToRgb, decode as decodePng, encode as encodePng } from "fast-png";
 import jpeg from "jpeg-js";
+import * as webp from "@cwasm/webp";
 import type { ImageHeader } from "./image_header.ts";
-
-export class UnsupportedImageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "UnsupportedImageError";
-  }
-}
 
 export interface ReencodedImage {
   png: Uint8Array;
@@ -26,12 +20,21 @@ export interface ReencodedImage {
   height: number;
 }
 
-/** Decodes to RGBA 8-bit; throws SyntaxError for corrupt data, UnsupportedImageError for WebP. */
+/** Decodes to RGBA 8-bit; throws SyntaxError for corrupt data. */
 export function decodeToRgba(bytes: Uint8Array, header: ImageHeader): Uint8Array {
   if (header.format === "webp") {
-    throw new UnsupportedImageError(
-      "WebP images are recognized but cannot be decoded here; upload PNG or JPEG",
-    );
+    let img: { width: number; height: number; data: Uint8ClampedArray };
+    try {
+      img = webp.decode(bytes);
+    } catch (e) {
+      throw new SyntaxError(`not a readable WebP (${(e as Error)?.message ?? e})`);
+    }
+    if (img.width !== header.width || img.height !== header.height) {
+      throw new SyntaxError(
+        `not a readable WebP (decoded ${img.width}x${img.height}, header says ${header.width}x${header.height})`,
+      );
+    }
+    return new Uint8Array(img.data.buffer, img.data.byteOffset, img.data.byteLength);
   }
   if (header.format === "jpeg") {
     try {

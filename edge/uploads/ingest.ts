@@ -13,7 +13,7 @@
 import { unzipSync, zipSync } from "fflate";
 import { readSafetensors, SafetensorsError } from "../../gpu-worker/models/safetensors.ts";
 import { ApiProblem } from "../problem.ts";
-import { reencodeAsPng, UnsupportedImageError } from "./image.ts";
+import { reencodeAsPng } from "./image.ts";
 import { imageFormat, sniffImage } from "./image_header.ts";
 
 export interface UploadLimits {
@@ -83,9 +83,6 @@ export function ingestImage(bytes: Uint8Array, name: string, limits: UploadLimit
     const { png, width, height } = reencodeAsPng(bytes, header);
     return { name, png, width, height };
   } catch (e) {
-    if (e instanceof UnsupportedImageError) {
-      throw refuse(415, "unsupported-image-format", "Unsupported image format", `${name}: ${e.message}`);
-    }
     throw refuse(400, "invalid-image", "Invalid image", `${name}: ${(e as Error).message}`);
   }
 }
