@@ -43,7 +43,8 @@ export const DreamboothInput = z.object({
   class_word: z.string().max(100).optional(),
   mode: z.enum(["lora", "full"]).default("lora"),
   rank: z.number().int().min(1).max(256).default(4),
-  with_prior_preservation: z.boolean().default(false),
+  /** Default: on when `class_word` is given (METHODS.md), off without one. */
+  with_prior_preservation: z.boolean().optional(),
   num_class_images: z.number().int().min(1).max(1000).default(100),
   prior_loss_weight: z.number().min(0).max(100).default(1),
   train_text_encoder: z.boolean().default(false),

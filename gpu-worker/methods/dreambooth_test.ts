@@ -111,11 +111,11 @@ Deno.test("settings: METHODS.md defaults, scaled for the tiny model, prior prese
 Deno.test("the method's defaults agree with the API's dreambooth input", () => {
   const api = DreamboothInput.parse({ images: ["file_1"] }) as Record<string, unknown>;
   const method = DreamBoothConfig.parse({}) as Record<string, unknown>;
-  // The API still defaults prior preservation off; the method turns it on when a class word is given.
-  const pending = new Set(["with_prior_preservation"]);
-  const shared = Object.keys(api).filter((k) => k in DreamBoothConfig.shape && !pending.has(k));
+  const shared = Object.keys(api).filter((k) => k in DreamBoothConfig.shape);
   assert(shared.length >= 8, `fields in both: ${shared}`);
   for (const k of shared) assertEquals(method[k], api[k], k);
+  // Both leave prior preservation unset, so the method turns it on exactly when a class word is given.
+  assertEquals([api.with_prior_preservation, method.with_prior_preservation], [undefined, undefined]);
 });
 
 Deno.test("a micro-batch is its instance half then its class half, weighted 2 and 2 x prior_loss_weight", () => {
