@@ -18,6 +18,7 @@ import {
   SHAPESWORLD_MAX_LENGTH,
 } from "../gpu-worker/shapesworld/vocabulary.ts";
 import { parseArgs } from "node:util";
+import { pathExists } from "../gpu-worker/fs.ts";
 
 export const TINY_UNET_CONFIG = {
   _class_name: "UNet2DConditionModel",
@@ -162,7 +163,7 @@ if (import.meta.main) {
     options: { out: { type: "string" }, seed: { type: "string" }, force: { type: "boolean" } },
   });
   const out = values.out ?? "models/tiny-shapes";
-  const pretrained = await Deno.stat(`${out}/PRETRAINED`).then(() => true, () => false);
+  const pretrained = await pathExists(`${out}/PRETRAINED`);
   if (pretrained && !values.force) {
     console.error(
       `${out} holds pretrained weights (see ${out}/PRETRAINED); give another --out, or --force to overwrite`,

@@ -6,6 +6,7 @@
  */
 import { runModelParity } from "../gpu-worker/models/parity.ts";
 import { runSchedulerParity } from "../gpu-worker/schedulers/parity.ts";
+import { pathExists } from "../gpu-worker/fs.ts";
 
 if (import.meta.main) {
   const dirs = Deno.args.filter((a) => !a.startsWith("-"));
@@ -17,7 +18,7 @@ if (import.meta.main) {
   for (const dir of dirs.map((d) => d.replace(/\/$/, ""))) {
     let rows;
     try {
-      const isScheduler = await Deno.stat(`${dir}/weights.safetensors`).then(() => false, () => true);
+      const isScheduler = !(await pathExists(`${dir}/weights.safetensors`));
       rows = isScheduler ? await runSchedulerParity(dir) : await runModelParity(dir);
     } catch (e) {
       console.log(`${dir}: ERROR ${(e as Error).message}`);

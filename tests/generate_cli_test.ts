@@ -4,22 +4,10 @@
  */
 import { assert, assertEquals } from "../gpu-worker/testing.ts";
 import { decodePng } from "../gpu-worker/image/png.ts";
+import { runScript } from "./run_script.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
-
-async function generate(args: string[]) {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "scripts/generate.ts", "--model", "models/tiny-shapes", ...args],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const out = await cmd.output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+function generate(args: string[]) {
+  return runScript("scripts/generate.ts", ["--model", "models/tiny-shapes", ...args]);
 }
 
 Deno.test("deno task generate writes a 64x64 PNG, deterministically by seed", async () => {

@@ -9,22 +9,10 @@ import { renderScene } from "../gpu-worker/shapesworld/render.ts";
 import { sampleScene } from "../gpu-worker/shapesworld/world.ts";
 import { Rng } from "../gpu-worker/random.ts";
 import { decodeLora, LORA_FILE_NAME } from "../gpu-worker/adapters/lora.ts";
+import { runScript } from "./run_script.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
-
-async function train(args: string[]) {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "scripts/train.ts", ...args],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const out = await cmd.output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+function train(args: string[]) {
+  return runScript("scripts/train.ts", args);
 }
 
 async function withImages(fn: (dir: string) => Promise<void>) {

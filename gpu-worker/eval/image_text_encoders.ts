@@ -31,6 +31,7 @@ import type { RgbImage } from "../image/png.ts";
 import { applyVariant, chooseVariant, resizeShorterSide } from "../training/data.ts";
 import { ClipTokenizer } from "../tokenizer/clip_tokenizer.ts";
 import { Tensor } from "../tensor.ts";
+import { pathExists as exists } from "../fs.ts";
 
 /** File names inside `<model>/eval/`. */
 export const EVAL_ENCODER_FILES = {
@@ -151,16 +152,6 @@ interface EncodersJson {
   dino?: { image_size?: number; mean?: number[]; std?: number[] };
   clip_image?: { image_size?: number; mean?: number[]; std?: number[] };
   clip_text?: { max_length?: number; attention_mask?: boolean };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 function checkStats(file: string, key: string, v: unknown): number[] | undefined {

@@ -17,6 +17,7 @@ import { buildUNet2DCondition, parseUNetConfig, type UNetConfig } from "./unet_2
 import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig, type VaeConfig } from "./autoencoder_kl.ts";
 import { buildClipTextModel, type ClipTextConfig, parseClipTextConfig } from "./clip_text_model.ts";
 import { ClipTokenizer } from "../tokenizer/clip_tokenizer.ts";
+import { pathExists } from "../fs.ts";
 
 /** The attention projections that carry LoRA slots by default (diffusers' LoRA targets). */
 export const DEFAULT_LORA_TARGETS = [/attn[12]\.(to_q|to_k|to_v|to_out\.0)$/];
@@ -50,21 +51,10 @@ async function readJson(path: string): Promise<Record<string, unknown>> {
 
 /** The first weights file that exists among diffusers' and transformers' names (fp32 before fp16). */
 async function findWeights(dir: string, names: string[]): Promise<SafetensorsFile> {
-  for (const n of names) {
-    try {
-      await Deno.stat(`${dir}/${n}`);
-    } catch {
-      continue;
-    }
-    return await loadSafetensors(`${dir}/${n}`);
-  }
-  const pickle = ["diffusion_pytorch_model.bin", "pytorch_model.bin"];
-  for (const n of pickle) {
-    try {
-      await Deno.stat(`${dir}/${n}`);
+  for (const n of names) if (await pathExists(`${dir}/${n}`)) return await loadSafetensors(`${dir}/${n}`);
+  for (const n of ["diffusion_pytorch_model.bin", "pytorch_model.bin"]) {
+    if (await pathExists(`${dir}/${n}`)) {
       throw new Error(`${dir}/${n}: pickle weights are refused for safety; convert them to safetensors`);
-    } catch (e) {
-      if ((e as Error).message.includes("refused")) throw e;
     }
   }
   throw new Error(`${dir}: no weights file (looked for ${names.join(", ")})`);

@@ -18,6 +18,7 @@
  */
 import { join } from "node:path";
 import { byteLevelDecode, byteLevelEncode } from "./byte_level.ts";
+import { pathExists as exists } from "../fs.ts";
 
 /** Suffix that marks a word's last symbol in CLIP's BPE. */
 export const END_OF_WORD = "</w>";
@@ -550,16 +551,6 @@ function definedOnly<T extends object>(o: T): T {
 
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 async function readText(path: string, alsoMissing = ""): Promise<string> {
