@@ -36,7 +36,7 @@ import {
 } from "../models/model_folder.ts";
 import { loraInputNames } from "../models/layers.ts";
 import { numel, type SafetensorsFile, type TensorData, writeSafetensors } from "../models/safetensors.ts";
-import { imagesToTensor, type RgbImage } from "../image/png.ts";
+import type { RgbImage } from "../image/png.ts";
 import { DiffusionTrainer, type TrainingExample } from "../training/diffusion_trainer.ts";
 import {
   applyVariant,
@@ -48,6 +48,7 @@ import {
   type TrainingImage,
 } from "../training/data.ts";
 import { type ProgressEvent, runTraining } from "../training/loop.ts";
+import { scaledPosterior, unpackPosterior } from "../training/posterior.ts";
 import { copyFolder } from "../training/finetune.ts";
 import { decodeLora, LORA_FILE_NAME, toLoraWeights } from "../adapters/lora.ts";
 import type { LoraWeights } from "../pipelines/stable_diffusion.ts";
@@ -344,11 +345,7 @@ export async function dreamBooth(runner: EngineRunner, o: DreamBoothOptions): Pr
     const sf = folder.vaeConfig.scaling_factor;
     const cache = new LatentCache(async (key: number, v: CropVariant) => {
       const img = key < nInstance ? images[key].image : await classImage(key - nInstance);
-      const r = await enc.run({ image: imagesToTensor([applyVariant(img, v, R)]) });
-      const both = new Float32Array(r.latent_mean.f.length * 2);
-      both.set(r.latent_mean.f.map((x) => x * sf));
-      both.set(r.latent_logvar.f.map((lv) => Math.exp(0.5 * lv) * sf), r.latent_mean.f.length);
-      return both;
+      return await scaledPosterior(enc, applyVariant(img, v, R), sf);
     }, LATENT_CACHE_ENTRIES);
 
     trainer = await DiffusionTrainer.create(runner, folder, {
@@ -374,11 +371,8 @@ export async function dreamBooth(runner: EngineRunner, o: DreamBoothOptions): Pr
         centerCrop: cfg.center_crop,
         randomFlip: cfg.random_flip,
       }, rng);
-      const both = await cache.get(p.kind === "instance" ? p.index : nInstance + p.index, v);
-      const n = both.length / 2;
       return {
-        latent: both.subarray(0, n),
-        latentStd: both.subarray(n),
+        ...unpackPosterior(await cache.get(p.kind === "instance" ? p.index : nInstance + p.index, v)),
         caption: p.kind === "instance" ? images[p.index].caption ?? cfg.instance_prompt : cfg.class_prompt,
         weight: p.weight,
       };
@@ -391,9 +385,9 @@ export async function dreamBooth(runner: EngineRunner, o: DreamBoothOptions): Pr
         for (let k = 0; k < perStep; k++) {
           const i = (start + k) % nInstance;
           const img = images[i].image;
-          const both = await cache.get(i, chooseVariant(img.width, img.height, { resolution: R }));
+          const packed = await cache.get(i, chooseVariant(img.width, img.height, { resolution: R }));
           examples.push({
-            latent: both.subarray(0, both.length / 2),
+            latent: unpackPosterior(packed).latent,
             caption: images[i].caption ?? cfg.instance_prompt,
           });
         }

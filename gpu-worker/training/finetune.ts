@@ -15,7 +15,6 @@ import type { EngineRunner } from "../ort/runner.ts";
 import { DEFAULT_LORA_TARGETS, loadModelFolder, vaeEncoderGraph } from "../models/model_folder.ts";
 import { loraInputNames } from "../models/layers.ts";
 import { writeSafetensors } from "../models/safetensors.ts";
-import { imagesToTensor } from "../image/png.ts";
 import { DiffusionTrainer, type TrainingExample } from "./diffusion_trainer.ts";
 import {
   applyVariant,
@@ -27,6 +26,7 @@ import {
   type TrainingImage,
 } from "./data.ts";
 import { type ProgressEvent, runTraining } from "./loop.ts";
+import { scaledPosterior, unpackPosterior } from "./posterior.ts";
 import { encodeLora, LORA_FILE_NAME, type LoraAdapter } from "../adapters/lora.ts";
 import { Rng } from "../random.ts";
 
@@ -102,16 +102,9 @@ export async function fineTune(runner: EngineRunner, o: FineTuneOptions): Promis
   const encGraph = vaeEncoderGraph(folder);
   const encoder = await runner.createSession(encGraph.toBytes(), { inputs: encGraph.inputs });
   const sf = folder.vaeConfig.scaling_factor;
-  const cache = new LatentCache(async (index: number, v: CropVariant) => {
-    const img = applyVariant(images[index].image, v, resolution);
-    const r = await encoder.run({ image: imagesToTensor([img]) });
-    const mean = r.latent_mean.f.map((x) => x * sf);
-    const std = r.latent_logvar.f.map((lv) => Math.exp(0.5 * lv) * sf);
-    const both = new Float32Array(mean.length * 2);
-    both.set(mean);
-    both.set(std, mean.length);
-    return both;
-  });
+  const cache = new LatentCache((index: number, v: CropVariant) =>
+    scaledPosterior(encoder, applyVariant(images[index].image, v, resolution), sf)
+  );
 
   const trainer = await DiffusionTrainer.create(runner, folder, {
     batch,
@@ -127,13 +120,7 @@ export async function fineTune(runner: EngineRunner, o: FineTuneOptions): Promis
       centerCrop: true,
       randomFlip: o.randomFlip ?? true,
     }, rng);
-    const both = await cache.get(i, v);
-    const n = both.length / 2;
-    return {
-      latent: both.subarray(0, n),
-      latentStd: both.subarray(n),
-      caption: images[i].caption ?? o.prompt,
-    };
+    return { ...unpackPosterior(await cache.get(i, v)), caption: images[i].caption ?? o.prompt };
   };
   // Fixed noise, timesteps and latent samples: the same draws before and after training.
   const evaluate = async () => {
@@ -143,12 +130,11 @@ export async function fineTune(runner: EngineRunner, o: FineTuneOptions): Promis
       const examples = [];
       for (let k = 0; k < batch; k++) {
         const i = (start + k) % images.length;
-        const both = await cache.get(
-          i,
-          chooseVariant(images[i].image.width, images[i].image.height, { resolution }),
-        );
-        const n = both.length / 2;
-        examples.push({ latent: both.subarray(0, n), caption: images[i].caption ?? o.prompt });
+        const v = chooseVariant(images[i].image.width, images[i].image.height, { resolution });
+        examples.push({
+          latent: unpackPosterior(await cache.get(i, v)).latent,
+          caption: images[i].caption ?? o.prompt,
+        });
       }
       sum += (await trainer.computeGradients(examples, rng)).loss;
       runs++;
