@@ -28,10 +28,12 @@ export function predictionPrice(
 
 export function trainingPrice(
   method: keyof typeof PRICES.training.per_step,
-  input: { steps: number; batch_size: number; mode?: string },
+  input: { steps?: number; batch_size: number; mode?: string; concepts?: unknown[] },
 ): number {
   const key = method === "dreambooth" && input.mode === "full" ? "dreambooth_full" : method;
-  return input.steps * input.batch_size * PRICES.training.per_step[key];
+  // Custom Diffusion's default depends on the run: 250 steps for one concept, 500 jointly.
+  const steps = input.steps ?? ((input.concepts?.length ?? 1) > 1 ? 500 : 250);
+  return steps * input.batch_size * PRICES.training.per_step[key];
 }
 
 export const mergePrice = (): number => PRICES.merge.flat;

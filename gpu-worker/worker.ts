@@ -28,6 +28,7 @@ import {
 } from "./jobs/job.ts";
 import { predict } from "./jobs/prediction.ts";
 import { train } from "./jobs/training.ts";
+import { merge } from "./jobs/merge.ts";
 
 export interface GpuWorkerOptions {
   edgeUrl: string;
@@ -62,6 +63,7 @@ export interface WorkerStats {
 const HANDLERS: Record<string, (ctx: JobContext) => Promise<JobResult>> = {
   prediction: predict,
   training: train,
+  merge,
 };
 
 /** Registers, retrying while the edge is unreachable; a refusal (4xx, e.g. a wrong token) is thrown. */
@@ -129,7 +131,7 @@ export class GpuWorker {
     const registration: RegisterRequest = {
       name: opts.name ?? `gpu-worker-${crypto.randomUUID().slice(0, 8)}`,
       models,
-      kinds: opts.kinds ?? ["prediction", "training"],
+      kinds: opts.kinds ?? ["prediction", "training", "merge"],
       executionProvider: ep,
     };
     const edge = new EdgeClient(opts.edgeUrl, opts.token, opts.fetch);

@@ -3,9 +3,11 @@
  * Prints UNet evaluations per second (batch 2, as one classifier-free-guidance step) and end-to-end seconds
  * per image (20 DDIM steps, text encoder + UNet + VAE decode) for the tiny model, then training steps per
  * second (forward + backward + AdamW, batch 4) for a LoRA run (rank 4 on the attention projections) and a full
- * fine-tune (every UNet and text-encoder weight).
+ * fine-tune (every UNet and text-encoder weight), then the time of Custom Diffusion's closed-form merge on SD
+ * 1.5-sized matrices (`scripts/bench_merge.ts`: 16 cross-attention layers' K and V, 768-dim features, 200
+ * regularization captions x 77 tokens).
  *
- * Usage: deno task bench [--model models/tiny-shapes] [--ep cpu] [--runs 5] [--skip-training]
+ * Usage: deno task bench [--model models/tiny-shapes] [--ep cpu] [--runs 5] [--skip-training] [--skip-merge]
  *        deno task bench --edge   the HTTP edge's figures instead (`scripts/bench_edge.ts`, also
  *                                 `deno task bench:edge` with its own options)
  */
@@ -18,6 +20,7 @@ import { DiffusionTrainer } from "../gpu-worker/training/diffusion_trainer.ts";
 import { runTraining } from "../gpu-worker/training/loop.ts";
 import { Rng } from "../gpu-worker/random.ts";
 import { runEdgeBench } from "./bench_edge.ts";
+import { benchMerge, formatMergeBench } from "./bench_merge.ts";
 
 /** Steps/s of forward + backward + AdamW on random latents (after 3 warm-up steps). */
 async function trainingStepsPerSecond(
@@ -68,6 +71,7 @@ if (import.meta.main) {
       ep: { type: "string" },
       runs: { type: "string" },
       "skip-training": { type: "boolean" },
+      "skip-merge": { type: "boolean" },
       edge: { type: "boolean" },
     },
   });
@@ -121,6 +125,7 @@ if (import.meta.main) {
         console.log(`training steps/s (${what}, batch 4): ${rate.toFixed(2)}`);
       }
     }
+    if (!values["skip-merge"]) console.log(formatMergeBench(benchMerge({ runs: 2 })));
   } finally {
     runner.terminate();
   }

@@ -100,7 +100,14 @@ function save(src: WeightSource): Uint8Array {
 const json = (x: unknown) => JSON.stringify(x, null, 2) + "\n";
 
 /** Writes the folder; returns parameter counts per component. */
-export async function makeTinyModel(out: string, seed: number): Promise<Record<string, number>> {
+export async function makeTinyModel(
+  out: string,
+  seed: number,
+  o: { latentChannels?: number } = {},
+): Promise<Record<string, number>> {
+  const L = o.latentChannels ?? TINY_VAE_CONFIG.latent_channels;
+  const unetConfig = { ...TINY_UNET_CONFIG, in_channels: L, out_channels: L };
+  const vaeConfig = { ...TINY_VAE_CONFIG, latent_channels: L };
   const tok = buildShapesWorldTokenizerFiles();
   const vocabSize = Object.keys(tok.vocabJson).length;
   for (const d of ["unet", "vae", "text_encoder", "tokenizer", "scheduler"]) {
@@ -110,10 +117,10 @@ export async function makeTinyModel(out: string, seed: number): Promise<Record<s
   const unetSrc = WeightSource.random(seed);
   buildUNet2DCondition(
     new ModelContext(new GraphBuilder("unet"), unetSrc),
-    parseUNetConfig(TINY_UNET_CONFIG),
+    parseUNetConfig(unetConfig),
   );
   const vaeSrc = WeightSource.random(seed + 1);
-  const vaeCfg = parseVaeConfig(TINY_VAE_CONFIG);
+  const vaeCfg = parseVaeConfig(vaeConfig);
   buildVaeEncoder(new ModelContext(new GraphBuilder("enc"), vaeSrc), vaeCfg);
   buildVaeDecoder(new ModelContext(new GraphBuilder("dec"), vaeSrc), vaeCfg);
   const textSrc = WeightSource.random(seed + 2);
@@ -138,9 +145,9 @@ export async function makeTinyModel(out: string, seed: number): Promise<Record<s
       requires_safety_checker: false,
     }),
   );
-  await Deno.writeTextFile(`${out}/unet/config.json`, json(TINY_UNET_CONFIG));
+  await Deno.writeTextFile(`${out}/unet/config.json`, json(unetConfig));
   await Deno.writeFile(`${out}/unet/diffusion_pytorch_model.safetensors`, save(unetSrc));
-  await Deno.writeTextFile(`${out}/vae/config.json`, json(TINY_VAE_CONFIG));
+  await Deno.writeTextFile(`${out}/vae/config.json`, json(vaeConfig));
   await Deno.writeFile(`${out}/vae/diffusion_pytorch_model.safetensors`, save(vaeSrc));
   await Deno.writeTextFile(`${out}/text_encoder/config.json`, json(textCfg));
   await Deno.writeFile(`${out}/text_encoder/model.safetensors`, save(textSrc));

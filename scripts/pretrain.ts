@@ -5,11 +5,15 @@
  *   2. latents of a fixed, seeded set of training scenes, encoded once; the latent scale (scaling_factor)
  *      set to 1 / std of those latents, as SD did;
  *   3. the UNet and the text encoder together on (latent, caption) pairs, captions dropped 10% of the time so
- *      classifier-free guidance works.
+ *      classifier-free guidance works;
+ *   4. (only with `--phase decoder`) the VAE decoder alone, fine-tuned on posterior samples of the cached latents with
+ *      L1 + MSE, as Stability's ft-MSE decoder: the latent space (and the UNet) stay valid, textures and
+ *      small objects come back sharper. It can run after or alongside phase 3.
  * Each phase checkpoints under `<out>/.pretrain/` and resumes (`--resume`) after an interruption.
  *
  * Usage: deno task pretrain [--out models/tiny-shapes] [--vae-steps 2500] [--unet-steps 9000] [--batch 16]
- *          [--dataset 20000] [--seed 0] [--resume] [--phase vae|latents|unet|all]
+ *          [--dataset 20000] [--seed 0] [--resume] [--phase vae|latents|unet|decoder|all]
+ *          [--decoder-steps 3000] [--latent-channels 4] [--kl-weight 1e-4] [--vae-l1 0]
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
@@ -28,6 +32,7 @@ import { imagesToTensor } from "../gpu-worker/image/png.ts";
 import { captionOf, sampleTrainScene } from "../gpu-worker/shapesworld/world.ts";
 import { renderScene } from "../gpu-worker/shapesworld/render.ts";
 import { makeTinyModel } from "./make_tiny_model.ts";
+import { Tensor } from "../gpu-worker/tensor.ts";
 
 const SIZE = 64;
 
@@ -70,7 +75,12 @@ async function trainVae(runner: EngineRunner, out: string, o: Opts) {
   const weights = WeightSource.fromFiles([
     await loadSafetensors(`${out}/vae/diffusion_pytorch_model.safetensors`),
   ]);
-  const vae = await VaeTrainer.create(runner, cfg, weights, { batch: o.vaeBatch, size: SIZE });
+  const vae = await VaeTrainer.create(runner, cfg, weights, {
+    batch: o.vaeBatch,
+    size: SIZE,
+    klWeight: o.klWeight,
+    l1Weight: o.vaeL1,
+  });
   const res = await runTraining({
     params: vae.params(),
     datasetSize: o.dataset,
@@ -153,6 +163,63 @@ async function encodeLatents(runner: EngineRunner, out: string, o: Opts) {
   log(`latents: ${means.length} items, std ${std.toFixed(4)} -> scaling_factor ${cfgRaw.scaling_factor}`);
 }
 
+/** Phase 4: the decoder alone on posterior samples of the cached latents (encoder and latent space fixed). */
+async function trainDecoder(runner: EngineRunner, out: string, o: Opts) {
+  const file = readSafetensors(
+    await Deno.readFile(`${out}/.pretrain/latents.safetensors`),
+    "latents.safetensors",
+  );
+  const mean = file.float32("mean"), std = file.float32("std");
+  const per = file.entry("mean").shape[1];
+  const count = file.entry("mean").shape[0];
+  const cfg = parseVaeConfig(JSON.parse(await Deno.readTextFile(`${out}/vae/config.json`)));
+  const vaePath = `${out}/vae/diffusion_pytorch_model.safetensors`;
+  const current = readSafetensors(await Deno.readFile(vaePath), vaePath);
+  const vae = await VaeTrainer.create(runner, cfg, WeightSource.fromFiles([current]), {
+    batch: o.vaeBatch,
+    size: SIZE,
+    decoderOnly: true,
+    l1Weight: 1,
+  });
+  const lh = SIZE / 2 ** (cfg.block_out_channels.length - 1);
+  const res = await runTraining({
+    params: vae.params(),
+    datasetSize: count,
+    steps: o.decoderSteps,
+    batchSize: o.vaeBatch,
+    seed: o.seed,
+    optimizer: { lr: 3e-4, weightDecay: 0 },
+    lrSchedule: { name: "cosine", warmupSteps: 50 },
+    maxGradNorm: 1,
+    checkpoint: { dir: `${out}/.pretrain/decoder`, every: 100, keep: 2 },
+    resume: o.resume,
+    onProgress: progress("decoder"),
+    gradients: async (mb) => {
+      const z = new Float32Array(mb.indices.length * per);
+      const eps = mb.rng.normal(z.length);
+      mb.indices.forEach((i, k) => {
+        for (let j = 0; j < per; j++) {
+          z[k * per + j] = mean[i * per + j] + std[i * per + j] * eps[k * per + j];
+        }
+      });
+      const images = imagesToTensor(mb.indices.map((i) => item(o.seed, i).image));
+      return await vae.computeGradients(
+        images,
+        mb.rng,
+        Tensor.f32([mb.indices.length, cfg.latent_channels, lh, lh], z),
+      );
+    },
+  });
+  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const name of current.names()) {
+    tensors.set(name, { shape: current.entry(name).shape, data: current.float32(name) });
+  }
+  for (const t of vae.trained) tensors.set(t.name, t);
+  await saveTensors(vaePath, tensors);
+  await vae.release();
+  log(`decoder done: last losses ${res.losses.slice(-5).map((l) => l.toFixed(4)).join(" ")}`);
+}
+
 async function trainUNet(runner: EngineRunner, out: string, o: Opts) {
   const file = readSafetensors(
     await Deno.readFile(`${out}/.pretrain/latents.safetensors`),
@@ -203,6 +270,10 @@ interface Opts {
   vaeSteps: number;
   vaeBatch: number;
   unetSteps: number;
+  decoderSteps: number;
+  latentChannels: number;
+  klWeight: number;
+  vaeL1: number;
   batch: number;
   dataset: number;
   seed: number;
@@ -218,6 +289,10 @@ if (import.meta.main) {
       "vae-steps": { type: "string" },
       "vae-batch": { type: "string" },
       "unet-steps": { type: "string" },
+      "decoder-steps": { type: "string" },
+      "latent-channels": { type: "string" },
+      "kl-weight": { type: "string" },
+      "vae-l1": { type: "string" },
       batch: { type: "string" },
       dataset: { type: "string" },
       seed: { type: "string" },
@@ -231,6 +306,10 @@ if (import.meta.main) {
     vaeSteps: Number(values["vae-steps"] ?? 2500),
     vaeBatch: Number(values["vae-batch"] ?? 8),
     unetSteps: Number(values["unet-steps"] ?? 9000),
+    decoderSteps: Number(values["decoder-steps"] ?? 3000),
+    latentChannels: Number(values["latent-channels"] ?? 4),
+    klWeight: Number(values["kl-weight"] ?? 1e-4),
+    vaeL1: Number(values["vae-l1"] ?? 0),
     batch: Number(values.batch ?? 16),
     dataset: Number(values.dataset ?? 20000),
     seed: Number(values.seed ?? 0),
@@ -238,18 +317,23 @@ if (import.meta.main) {
     resume: !!values.resume,
   };
   const phase = values.phase ?? "all";
-  if (!["all", "vae", "latents", "unet"].includes(phase)) {
-    console.error(`--phase must be one of all, vae, latents, unet; got "${phase}"`);
+  if (!["all", "vae", "latents", "unet", "decoder"].includes(phase)) {
+    console.error(`--phase must be one of all, vae, latents, unet, decoder; got "${phase}"`);
     Deno.exit(2);
   }
   const runner = new EngineRunner();
   try {
     if (phase === "all" && !o.resume) {
-      log(`fresh architecture: ${JSON.stringify(await makeTinyModel(out, o.seed))}`);
+      log(
+        `fresh architecture: ${
+          JSON.stringify(await makeTinyModel(out, o.seed, { latentChannels: o.latentChannels }))
+        }`,
+      );
     }
     if (phase === "all" || phase === "vae") await trainVae(runner, out, o);
     if (phase === "all" || phase === "latents") await encodeLatents(runner, out, o);
     if (phase === "all" || phase === "unet") await trainUNet(runner, out, o);
+    if (phase === "decoder") await trainDecoder(runner, out, o);
   } finally {
     runner.terminate();
   }

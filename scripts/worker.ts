@@ -4,7 +4,7 @@
  * exit; a second signal exits at once.
  *
  * Usage: deno task worker --edge http://localhost:8787 --token T --models ./models [--ep cpu|cuda|webgpu]
- *          [--name NAME] [--kinds prediction,training] [--instances N] [--work-dir DIR]
+ *          [--name NAME] [--kinds prediction,training,merge] [--instances N] [--work-dir DIR]
  *          [--heartbeat-ms MS] [--poll-ms MS] [--checkpoint-every STEPS]
  * The token may come from WORKER_TOKEN, the edge from EDGE_URL, the models from MODELS_DIR and the provider from
  * ONNX_EP instead.
@@ -15,7 +15,7 @@ import { parseExecutionProvider } from "../gpu-worker/ort/session.ts";
 import { JobKind } from "../shared/worker_protocol.ts";
 
 const USAGE = `usage: deno task worker --edge URL --token T --models DIR [--ep cpu|cuda|webgpu] [--name NAME]
-  [--kinds prediction,training] [--instances N] [--work-dir DIR] [--heartbeat-ms MS] [--poll-ms MS]
+  [--kinds prediction,training,merge] [--instances N] [--work-dir DIR] [--heartbeat-ms MS] [--poll-ms MS]
   [--checkpoint-every STEPS]   (or WORKER_TOKEN, EDGE_URL, MODELS_DIR, ONNX_EP in the environment)`;
 
 const OPTIONS = {

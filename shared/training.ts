@@ -53,7 +53,8 @@ export const DreamboothInput = z.object({
 export const CustomDiffusionInput = z.object({
   images: Images.optional(),
   ...common,
-  steps: common.steps.default(250),
+  /** Default 250 for one concept, 500 for joint training (`concepts`), as the official script. */
+  steps: common.steps.optional(),
   batch_size: common.batch_size.unwrap().default(2),
   modifier_token: Token.default("<new1>"),
   initializer_token: Token.default("ktn"),
@@ -62,6 +63,11 @@ export const CustomDiffusionInput = z.object({
   regularization_images: Images.optional(),
   augment: z.boolean().default(true),
   hflip: z.boolean().default(false),
+  with_prior_preservation: z.boolean().optional(),
+  num_class_images: z.number().int().min(1).max(1000).default(200),
+  prior_loss_weight: z.number().min(0).max(100).default(1),
+  /** Keep this fraction of each layer's singular values of the K/V change (the paper: 0.6); off when absent. */
+  compress: z.number().gt(0).max(1).optional(),
   concepts: z.array(
     z.object({ images: Images, modifier_token: Token, class_word: z.string().max(100) }).strict(),
   )

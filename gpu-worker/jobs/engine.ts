@@ -1,19 +1,25 @@
 /**
  * The worker's engine: one Worker-thread runner (ONNX Runtime never runs on the thread that heartbeats),
  * pipelines cached per base model (sessions built once, then every tenant's adapters ride on them as LoRA slot
- * inputs), and LoRA files cached by sha256 (least recently used out first).
+ * inputs), and adapter files (LoRA, Custom Diffusion) cached by sha256 (least recently used out first).
  *
  * @example
  * ```ts
  * const engine = new WorkerEngine({ modelsDir: "models", ep: "cpu", workDir: "/tmp/w" });
  * const pipe = await engine.pipeline("tiny-shapes");
- * const lora = await engine.lora(ref, (r) => edge.getBlob(r));
+ * const a = await engine.adapter(ref, (r) => edge.getBlob(r)); // { kind: "lora", lora } or Custom Diffusion
  * ```
  */
 import { EngineRunner } from "../ort/runner.ts";
 import type { ExecutionProvider } from "../ort/session.ts";
 import { type LoraWeights, StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
 import { decodeLora, toLoraWeights } from "../adapters/lora.ts";
+import {
+  type CustomDiffusionAdapter,
+  decodeCustomDiffusion,
+  isCustomDiffusionFile,
+} from "../adapters/custom_diffusion.ts";
+import { readSafetensors } from "../models/safetensors.ts";
 import type { BlobRef } from "../../shared/worker_protocol.ts";
 
 export interface WorkerEngineOptions {
@@ -43,10 +49,17 @@ export async function servedModels(modelsDir: string): Promise<string[]> {
   return ids.sort();
 }
 
+/** An adapter file decoded by what it holds: LoRA factors, or Custom Diffusion weights and tokens. */
+export type DecodedAdapter =
+  | { kind: "lora"; lora: LoraWeights }
+  | { kind: "custom_diffusion"; adapter: CustomDiffusionAdapter; sha256: string };
+
 export class WorkerEngine {
   readonly runner = new EngineRunner();
   private readonly pipelines = new Map<string, Promise<StableDiffusionPipeline>>();
-  private readonly loras = new Map<string, Promise<LoraWeights>>();
+  private readonly loras = new Map<string, Promise<DecodedAdapter>>();
+  /** Derived values (merged Custom Diffusion sets, their LoRA views) by key, least recently used out first. */
+  private readonly derived = new Map<string, Promise<unknown>>();
   /** LoRA blobs downloaded (cache misses), for tests and metrics. */
   loraDownloads = 0;
 
@@ -72,22 +85,43 @@ export class WorkerEngine {
     return p;
   }
 
-  /** A LoRA by content address: decoded once, then served from the cache. */
-  lora(ref: BlobRef, download: (ref: BlobRef) => Promise<Uint8Array>): Promise<LoraWeights> {
+  /** An adapter by content address (LoRA or Custom Diffusion): decoded once, then served from the cache. */
+  adapter(ref: BlobRef, download: (ref: BlobRef) => Promise<Uint8Array>): Promise<DecodedAdapter> {
     let w = this.loras.get(ref.sha256);
     if (w) {
       this.loras.delete(ref.sha256); // re-insert: most recently used last
     } else {
       this.loraDownloads++;
-      w = download(ref).then((bytes) =>
-        toLoraWeights(decodeLora(bytes, `adapter ${ref.sha256.slice(0, 12)}`))
-      );
+      w = download(ref).then((bytes): DecodedAdapter => {
+        const source = `adapter ${ref.sha256.slice(0, 12)}`;
+        if (isCustomDiffusionFile(readSafetensors(bytes, source))) {
+          return {
+            kind: "custom_diffusion",
+            adapter: decodeCustomDiffusion(bytes, source),
+            sha256: ref.sha256,
+          };
+        }
+        return { kind: "lora", lora: toLoraWeights(decodeLora(bytes, source)) };
+      });
       w.catch(() => this.loras.delete(ref.sha256));
     }
     this.loras.set(ref.sha256, w);
     const max = this.opts.loraCacheSize ?? 32;
     while (this.loras.size > max) this.loras.delete(this.loras.keys().next().value!);
     return w;
+  }
+
+  /** A value computed once per key (e.g. a merged set of concepts), kept among the last 16. */
+  cached<T>(key: string, make: () => Promise<T>): Promise<T> {
+    let p = this.derived.get(key) as Promise<T> | undefined;
+    if (p) this.derived.delete(key);
+    else {
+      p = make();
+      p.catch(() => this.derived.delete(key));
+    }
+    this.derived.set(key, p);
+    while (this.derived.size > 16) this.derived.delete(this.derived.keys().next().value!);
+    return p;
   }
 
   /** Releases the sessions and stops the engine thread. */

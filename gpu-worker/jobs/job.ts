@@ -21,6 +21,7 @@ import { ImageLoadError } from "../training/data.ts";
 import { CheckpointError } from "../training/checkpoint.ts";
 import { TrainingDivergedError } from "../training/loop.ts";
 import { SafetensorsError } from "../models/safetensors.ts";
+import { MergeError } from "../methods/custom_diffusion_merge.ts";
 
 /** Tunables of the worker that shape how jobs run (not part of any request). */
 export interface JobSettings {
@@ -48,11 +49,11 @@ export interface JobResult {
   metrics: Record<string, number>;
 }
 
-/** Errors that the same job would hit again: bad input, unreadable files, divergence. Not retried. */
+/** Errors that the same job would hit again: bad input, unreadable files, divergence, unmergeable concepts. */
 export function isPermanentError(e: unknown): boolean {
   return e instanceof RangeError || e instanceof SyntaxError || e instanceof TypeError ||
     e instanceof ZodError || e instanceof ImageLoadError || e instanceof SafetensorsError ||
-    e instanceof CheckpointError || e instanceof TrainingDivergedError;
+    e instanceof CheckpointError || e instanceof TrainingDivergedError || e instanceof MergeError;
 }
 
 /** A short message for `fail`: zod issues as `field: message`, others as their message. */

@@ -19,6 +19,8 @@ import { encodePng, resizeBilinear, type RgbImage } from "../image/png.ts";
 import { decodeImage } from "../training/data.ts";
 import type { AdapterUse, StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
 import { type JobContext, type JobResult, resolveBlob } from "./job.ts";
+import { type CustomDiffusionAdapter, weightsAsLora } from "../adapters/custom_diffusion.ts";
+import { mergeCustomDiffusion } from "../methods/custom_diffusion_compose.ts";
 
 /** The leased input: PredictionInput's fields, with `image` and adapters possibly already blob references. */
 const LeasedPredictionInput = z.object({
@@ -69,11 +71,43 @@ export async function predict(ctx: JobContext): Promise<JobResult> {
   const started = performance.now();
   const pipe = await engine.pipeline(job.baseModel);
   const adapters: AdapterUse[] = [];
+  const concepts: { id: string; adapter: CustomDiffusionAdapter; sha256: string; scale: number }[] = [];
   for (const [i, a] of input.adapters.entries()) {
     const ref = a.blob ?? resolveBlob(job, a.id, `input.adapters[${i}]`, "adapter");
-    const use = { lora: await engine.lora(ref, (r) => edge.getBlob(r)), scale: a.scale };
+    const decoded = await engine.adapter(ref, (r) => edge.getBlob(r));
+    if (decoded.kind === "custom_diffusion") {
+      concepts.push({ id: a.id, adapter: decoded.adapter, sha256: decoded.sha256, scale: a.scale });
+      continue;
+    }
+    const use = { lora: decoded.lora, scale: a.scale };
     checkAdapterFits(pipe, a.id, use);
     adapters.push(use);
+  }
+  // Custom Diffusion concepts: one rides as its K/V change; several are merged in closed form (cached per set).
+  let tokens: CustomDiffusionAdapter["tokens"] = [];
+  if (concepts.length) {
+    const key = `cd:${job.baseModel}:${concepts.map((c) => c.sha256).sort().join(",")}`;
+    const lora = await engine.cached(key, async () => {
+      if (concepts.length === 1) {
+        return {
+          lora: weightsAsLora(concepts[0].id, concepts[0].adapter.layers, pipe.folder.weights.unet),
+          merged: null,
+        };
+      }
+      const m = await mergeCustomDiffusion(pipe, concepts.map((c) => c.adapter));
+      lease.log(
+        `merged ${m.stats.concepts} Custom Diffusion concepts in closed form (${m.stats.layers} layers, ` +
+          `${Math.round(m.stats.ms)} ms)`,
+      );
+      return {
+        lora: weightsAsLora(m.adapter.name, m.adapter.layers, pipe.folder.weights.unet),
+        merged: m.adapter,
+      };
+    });
+    const use = { lora: lora.lora, scale: concepts.reduce((s, c) => s + c.scale, 0) / concepts.length };
+    checkAdapterFits(pipe, concepts[0].id, use);
+    adapters.push(use);
+    tokens = concepts.flatMap((c) => c.adapter.tokens);
   }
   const image = input.image === undefined
     ? undefined
@@ -93,6 +127,7 @@ export async function predict(ctx: JobContext): Promise<JobResult> {
     image,
     strength: input.strength,
     adapters,
+    tokens,
     signal: lease.signal,
     onStep: async ({ step, total, preview }) => {
       const elapsed = (performance.now() - started) / 1000;

@@ -26,6 +26,11 @@ import type { ProgressEvent } from "../training/loop.ts";
 import { SafetensorsError } from "../models/safetensors.ts";
 import { LORA_FILE_NAME } from "../adapters/lora.ts";
 import { dreamBooth, DreamBoothConfig, type DreamBoothResult } from "../methods/dreambooth.ts";
+import {
+  customDiffusion,
+  CustomDiffusionConfig,
+  type CustomDiffusionResult,
+} from "../methods/custom_diffusion.ts";
 import type { BlobRef } from "../../shared/worker_protocol.ts";
 import { type JobContext, type JobResult, resolveBlob } from "./job.ts";
 
@@ -40,10 +45,35 @@ const DreamBoothInput = DreamBoothConfig.extend({
   captions: z.record(z.string(), z.string()).default({}),
 });
 
+/**
+ * The `custom_diffusion` fields: the method's settings plus one concept (`images`, `modifier_token`,
+ * `class_word`) or several (`concepts`, joint training), and optional `regularization_images` (captioned by
+ * `captions`, else by the class prompt).
+ */
+const ImageNames = z.union([z.string(), z.array(z.string()).min(1).max(1000)]);
+const CustomDiffusionJobInput = CustomDiffusionConfig.extend({
+  images: ImageNames.optional(),
+  concepts: z.array(
+    z.object({
+      images: ImageNames,
+      modifier_token: z.string(),
+      class_word: z.string(),
+      initializer_token: z.string().optional(),
+    }).strict(),
+  ).min(1).max(16).optional(),
+  regularization_images: ImageNames.optional(),
+  captions: z.record(z.string(), z.string()).default({}),
+});
+
 const SAFETENSORS = "application/vnd.safetensors";
 
-/** Methods this worker trains: `dreambooth` (the method), `lora` (plain LoRA fine-tuning). */
-export const SERVED_TRAINING_METHODS = ["dreambooth", "lora"] as const;
+/** The file name of a Custom Diffusion training's output (weights under diffusers' names + token rows). */
+export const CUSTOM_DIFFUSION_OUTPUT_NAME = "custom_diffusion.safetensors";
+
+/**
+ * Methods this worker trains: `dreambooth` (the method), `custom_diffusion`, `lora` (plain LoRA fine-tuning).
+ */
+export const SERVED_TRAINING_METHODS = ["dreambooth", "custom_diffusion", "lora"] as const;
 
 /** Checkpoints every tenth of the run, between 1 and 100 steps apart. */
 export function defaultCheckpointEvery(steps: number): number {
@@ -150,6 +180,7 @@ export async function train(ctx: JobContext): Promise<JobResult> {
       })`,
     );
   }
+  if (job.method === "custom_diffusion") return await trainCustomDiffusion(ctx);
   const { images: imageNames, captions, ...config } = DreamBoothInput.parse(job.input);
   if (config.mode !== "lora") {
     throw new RangeError(
@@ -248,6 +279,107 @@ export async function train(ctx: JobContext): Promise<JobResult> {
         eval_loss_after: result.evalLoss.after,
         trained_parameters: result.trainedParameters,
         ...prior,
+        train_time: Math.round((performance.now() - started) / 10) / 100,
+      },
+    };
+  } finally {
+    await Deno.remove(out, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Restores the job's checkpoint (a worker died mid-run) into `<out>/checkpoints`; returns its step (0: none). */
+async function restoreCheckpoint(ctx: JobContext, out: string): Promise<number> {
+  const { job, lease, edge } = ctx;
+  if (!job.checkpoint) return 0;
+  const bytes = await edge.getBlob(job.checkpoint);
+  try {
+    const step = decodeCheckpoint(bytes, "job checkpoint").step;
+    await Deno.writeFile(`${out}/checkpoints/${checkpointFileName(step)}`, bytes);
+    lease.log(`attempt ${job.attempt}: resuming from the checkpoint at step ${step}`);
+    return step;
+  } catch (e) {
+    if (!(e instanceof CheckpointError || e instanceof SafetensorsError)) throw e;
+    lease.log(`attempt ${job.attempt}: checkpoint unusable (${e.message}); starting over`);
+    return 0;
+  }
+}
+
+/** Custom Diffusion: one concept or several (joint), output the adapter bundle. */
+async function trainCustomDiffusion(ctx: JobContext): Promise<JobResult> {
+  const { job, lease, edge, engine, settings } = ctx;
+  const { images, concepts, regularization_images, captions, ...config } = CustomDiffusionJobInput.parse(
+    job.input,
+  );
+  if (!images && !concepts) throw new RangeError("input.images or input.concepts is required");
+  const regularization = regularization_images === undefined
+    ? undefined
+    : await loadImages(ctx, regularization_images, captions);
+  const specs = concepts
+    ? await Promise.all(concepts.map(async (k) => ({
+      images: await loadImages(ctx, k.images, captions),
+      modifier_token: k.modifier_token,
+      class_word: k.class_word,
+      initializer_token: k.initializer_token,
+      regularization,
+    })))
+    : [{
+      images: await loadImages(ctx, images!, captions),
+      modifier_token: config.modifier_token ?? "<new1>",
+      class_word: config.class_word ?? "",
+      regularization,
+    }];
+  const started = performance.now();
+  const out = `${settings.workDir}/${job.id}`;
+  await Deno.remove(out, { recursive: true }).catch(() => {});
+  await Deno.mkdir(`${out}/checkpoints`, { recursive: true });
+  try {
+    const resumedFrom = await restoreCheckpoint(ctx, out);
+    const steps = config.steps ?? (specs.length > 1 ? 500 : 250);
+    const every = settings.checkpointEvery ?? defaultCheckpointEvery(steps);
+    const uploader = new CheckpointUploader(`${out}/checkpoints`, ctx, resumedFrom);
+    let stepsRun = 0;
+    let r: CustomDiffusionResult;
+    try {
+      r = await customDiffusion(engine.runner, {
+        model: engine.modelDir(job.baseModel),
+        concepts: specs,
+        config: { ...config, steps },
+        out,
+        cacheDir: settings.workDir,
+        checkpointEvery: every,
+        resume: resumedFrom > 0,
+        signal: lease.signal,
+        onLog: (line) => lease.log(line),
+        onProgress: (e) => {
+          stepsRun++;
+          const eta = Number.isFinite(e.etaSeconds) ? Math.round(e.etaSeconds * 10) / 10 : undefined;
+          lease.progress({ step: e.step, total: e.steps, loss: e.loss, eta_s: eta });
+          lease.log(`step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)}`);
+          if (e.step % every === 0 && e.step < e.steps) uploader.expect(e.step);
+        },
+      });
+    } catch (e) {
+      if (lease.stoppedBy === "stopping") await uploader.flush();
+      throw e;
+    }
+    await uploader.idle();
+    const blob = await edge.putBlob(await Deno.readFile(r.adapterFile), SAFETENSORS);
+    return {
+      outputs: [{ blob, contentType: SAFETENSORS, name: CUSTOM_DIFFUSION_OUTPUT_NAME }],
+      metrics: {
+        steps,
+        steps_run: stepsRun,
+        resumed_from_step: resumedFrom,
+        loss: r.losses[r.losses.length - 1],
+        eval_loss_before: r.evalLoss.before,
+        eval_loss_after: r.evalLoss.after,
+        trained_parameters: r.trainedParameters,
+        concepts: specs.length,
+        prior_preservation: r.config.with_prior_preservation ? 1 : 0,
+        class_images_generated: r.classImages.generated,
+        class_images_cached: r.classImages.reused,
+        weights_bytes: r.size.stored,
+        weights_bytes_uncompressed: r.size.full,
         train_time: Math.round((performance.now() - started) / 10) / 100,
       },
     };

@@ -66,7 +66,9 @@ export class ModelContext {
   /** x -> ((x down^T) * scale) up^T with down [r, in], up [out, r], scale [r]: several LoRAs share a slot. */
   private loraBranch(x: Value, path: string, inF: number, outF: number): Value {
     const n = loraInputNames(path);
-    const r = this.opts.lora?.rank ?? "rank";
+    // Each slot has its own symbolic rank: adapters of different ranks (or none) ride on different slots in
+    // one run, and a shared dim name would tell ONNX Runtime they are equal.
+    const r = this.opts.lora?.rank ?? `rank.${path}`;
     const down = this.g.input(n.down, "float32", [r, inF]);
     const up = this.g.input(n.up, "float32", [outF, r]);
     const scale = this.g.input(n.scale, "float32", [r]);

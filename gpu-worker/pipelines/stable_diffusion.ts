@@ -67,6 +67,11 @@ export interface GenerateOptions {
   image?: RgbImage;
   strength?: number;
   adapters?: AdapterUse[];
+  /**
+   * New tokens for this call only (e.g. Custom Diffusion's `<new1>` with its learned embedding): the prompt can
+   * use them; they override tokens of the same name added with `addTokens`.
+   */
+  tokens?: { token: string; embedding: Float32Array }[];
   onStep?: (info: StepInfo) => void | Promise<void>;
   signal?: AbortSignal;
 }
@@ -117,7 +122,12 @@ export class StableDiffusionPipeline {
   }
 
   /** Text embeddings [texts, L, D] for prompts (padded to the tokenizer's length). */
-  async encodePrompt(texts: string[]): Promise<Tensor> {
+  async encodePrompt(texts: string[], tokens: GenerateOptions["tokens"] = []): Promise<Tensor> {
+    // Tokens, ids and rows are settled synchronously, so concurrent calls with other tokens cannot interleave.
+    const rows = new Map(this.extraEmbeddings);
+    for (const [k, id] of this.registerTokens(tokens).entries()) {
+      rows.set(id - this.folder.textConfig.vocab_size, tokens[k].embedding);
+    }
     const maxLength = Math.min(
       this.folder.tokenizer.modelMaxLength,
       this.folder.textConfig.max_position_embeddings,
@@ -128,7 +138,7 @@ export class StableDiffusionPipeline {
       truncation: true,
     });
     const ids = Tensor.i64([texts.length, maxLength], inputIds.flat());
-    const out = await this.text.run({ input_ids: ids, [EXTRA_TOKENS_INPUT]: this.extraRows() }, [
+    const out = await this.text.run({ input_ids: ids, [EXTRA_TOKENS_INPUT]: this.extraRows(rows) }, [
       "last_hidden_state",
     ]);
     return out.last_hidden_state;
@@ -139,9 +149,22 @@ export class StableDiffusionPipeline {
    * them; a token added again gets its embedding replaced. Returns their ids.
    */
   addTokens(tokens: { token: string; embedding: Float32Array }[]): number[] {
+    const base = this.folder.textConfig.vocab_size;
+    const ids = this.registerTokens(tokens);
+    ids.forEach((id, k) => this.extraEmbeddings.set(id - base, Float32Array.from(tokens[k].embedding)));
+    return ids;
+  }
+
+  /** Adds the tokens to the tokenizer (checked: new words, right embedding size); returns their ids. */
+  private registerTokens(tokens: { token: string; embedding: Float32Array }[]): number[] {
     const D = this.folder.textConfig.hidden_size;
     const base = this.folder.textConfig.vocab_size;
+    const seen = new Set<string>();
     return tokens.map(({ token, embedding }) => {
+      if (seen.has(token)) {
+        throw new RangeError(`token "${token}" is given twice; each new token needs one embedding`);
+      }
+      seen.add(token);
       if (embedding.length !== D) {
         throw new RangeError(`embedding of "${token}" has ${embedding.length} values, expected ${D}`);
       }
@@ -151,9 +174,7 @@ export class StableDiffusionPipeline {
           `"${token}" is already in the base vocabulary (id ${existing[0]}); pick a new token`,
         );
       }
-      const [id] = this.folder.tokenizer.addTokens([token]);
-      this.extraEmbeddings.set(id - base, Float32Array.from(embedding));
-      return id;
+      return this.folder.tokenizer.addTokens([token])[0];
     });
   }
 
@@ -171,11 +192,11 @@ export class StableDiffusionPipeline {
   }
 
   /** Rows for added token ids, in id order; at least one row (an unused zero row) so the input is never empty. */
-  private extraRows(): Tensor {
+  private extraRows(rows: Map<number, Float32Array>): Tensor {
     const D = this.folder.textConfig.hidden_size;
-    const n = Math.max(1, ...[...this.extraEmbeddings.keys()].map((k) => k + 1));
+    const n = Math.max(1, ...[...rows.keys()].map((k) => k + 1));
     const data = new Float32Array(n * D);
-    for (const [k, row] of this.extraEmbeddings) data.set(row, k * D);
+    for (const [k, row] of rows) data.set(row, k * D);
     return Tensor.f32([n, D], data);
   }
 
@@ -279,7 +300,7 @@ export class StableDiffusionPipeline {
     const cfg = v.guidance > 1;
     const prompts = Array(v.n).fill(o.prompt);
     const negatives = Array(v.n).fill(o.negativePrompt ?? "");
-    const emb = await this.encodePrompt(cfg ? [...negatives, ...prompts] : prompts);
+    const emb = await this.encodePrompt(cfg ? [...negatives, ...prompts] : prompts, o.tokens);
 
     const C = f.unetConfig.in_channels;
     const h = v.height / f.vaeScaleFactor, w = v.width / f.vaeScaleFactor;

@@ -3,6 +3,10 @@
  * posterior with the reparameterization trick (noise is an input, drawn by the host from the run's rng),
  * decode, and minimize reconstruction MSE + kl_weight * KL(q(z|x) || N(0, I)), with the backward pass appended.
  *
+ * `decoderOnly` fine-tunes the decoder alone on fixed posterior samples (as Stability's ft-MSE decoder
+ * fine-tune of SD's VAE): the latent space, and so every model trained on it, stays unchanged while
+ * reconstructions get sharper. `l1Weight` adds mean |x - x̂| to the loss (sharper edges than MSE alone).
+ *
  * @example
  * ```ts
  * const vae = await VaeTrainer.create(runner, cfg, WeightSource.random(1), { batch: 8, size: 64 });
@@ -25,33 +29,45 @@ export class VaeTrainer {
     private readonly session: RemoteSession,
     readonly batch: number,
     readonly size: number,
+    readonly decoderOnly: boolean,
   ) {}
 
   static async create(
     runner: EngineRunner,
     cfg: VaeConfig,
     weights: WeightSource,
-    o: { batch: number; size: number; klWeight?: number },
+    o: { batch: number; size: number; klWeight?: number; decoderOnly?: boolean; l1Weight?: number },
   ): Promise<VaeTrainer> {
     const g = new GraphBuilder("vae_training");
     const ctx = new ModelContext(g, weights, { trainable: () => true });
     const f = 2 ** (cfg.block_out_channels.length - 1);
     const lh = o.size / f;
-    const { mean, logvar } = buildVaeEncoder(ctx, cfg, { batch: o.batch, height: o.size, width: o.size });
-    const eps = g.input("eps", "float32", [o.batch, cfg.latent_channels, lh, lh]);
-    const std = g.op("Exp", [g.op("Mul", [logvar, g.scalar(0.5)])]);
-    const z = g.op("Add", [mean, g.op("Mul", [std, eps])]);
+    let z, kl = null, image;
+    if (o.decoderOnly) {
+      z = g.input("latents", "float32", [o.batch, cfg.latent_channels, lh, lh]);
+      image = g.input("image", "float32", [o.batch, cfg.in_channels, o.size, o.size]);
+    } else {
+      const { mean, logvar } = buildVaeEncoder(ctx, cfg, { batch: o.batch, height: o.size, width: o.size });
+      const eps = g.input("eps", "float32", [o.batch, cfg.latent_channels, lh, lh]);
+      const std = g.op("Exp", [g.op("Mul", [logvar, g.scalar(0.5)])]);
+      z = g.op("Add", [mean, g.op("Mul", [std, eps])]);
+      image = g.valueOf("image");
+      kl = g.op("ReduceMean", [
+        g.op("Sub", [
+          g.op("Add", [g.op("Mul", [mean, mean]), g.op("Exp", [logvar])]),
+          g.op("Add", [logvar, g.scalar(1)]),
+        ]),
+      ], { keepdims: 0 });
+    }
     const recon = buildVaeDecoder(ctx, cfg, { batch: o.batch, height: lh, width: lh, latents: z });
-    const image = g.valueOf("image");
     const d = g.op("Sub", [recon, image]);
     const mse = g.op("ReduceMean", [g.op("Mul", [d, d])], { keepdims: 0 });
-    const kl = g.op("ReduceMean", [
-      g.op("Sub", [
-        g.op("Add", [g.op("Mul", [mean, mean]), g.op("Exp", [logvar])]),
-        g.op("Add", [logvar, g.scalar(1)]),
-      ]),
-    ], { keepdims: 0 });
-    const loss = g.op("Add", [mse, g.op("Mul", [kl, g.scalar(0.5 * (o.klWeight ?? 1e-4))])]);
+    let loss = mse;
+    if (kl) loss = g.op("Add", [loss, g.op("Mul", [kl, g.scalar(0.5 * (o.klWeight ?? 1e-4))])]);
+    if (o.l1Weight) {
+      const l1 = g.op("ReduceMean", [g.op("Abs", [d])], { keepdims: 0 });
+      loss = g.op("Add", [loss, g.op("Mul", [l1, g.scalar(o.l1Weight)])]);
+    }
     g.output(loss, "loss");
     g.output(mse, "mse");
     const trained = [...ctx.trainables].map(([name, v]) => ({ name, ...v }));
@@ -59,23 +75,31 @@ export class VaeTrainer {
       g.output(gr, `grad.${trained[i].name}`)
     );
     const session = await runner.createSession(g.toBytes(), { inputs: g.inputs });
-    return new VaeTrainer(cfg, trained, session, o.batch, o.size);
+    return new VaeTrainer(cfg, trained, session, o.batch, o.size, !!o.decoderOnly);
   }
 
-  /** Loss (and reconstruction MSE) and gradients for a batch of images NCHW in [-1, 1]. */
+  /**
+   * Loss (and reconstruction MSE) and gradients for a batch of images NCHW in [-1, 1]. A decoder-only trainer
+   * also takes the (unscaled) latents to decode, e.g. posterior samples of a fixed encoder.
+   */
   async computeGradients(
     images: Tensor,
     rng: Rng,
+    latents?: Tensor,
   ): Promise<{ loss: number; mse: number; grads: Record<string, Float32Array> }> {
     const f = 2 ** (this.config.block_out_channels.length - 1);
     const lh = this.size / f;
-    const feeds: Record<string, Tensor> = {
-      image: images,
-      eps: Tensor.f32(
-        [this.batch, this.config.latent_channels, lh, lh],
-        rng.normal(this.batch * this.config.latent_channels * lh * lh),
-      ),
-    };
+    const dims = [this.batch, this.config.latent_channels, lh, lh];
+    const feeds: Record<string, Tensor> = { image: images };
+    if (this.decoderOnly) {
+      if (!latents) throw new TypeError("a decoder-only VaeTrainer needs the latents to decode");
+      if (latents.dims.join() !== dims.join()) {
+        throw new RangeError(`latents must be [${dims}], got [${latents.dims}]`);
+      }
+      feeds.latents = latents;
+    } else {
+      feeds.eps = Tensor.f32(dims, rng.normal(dims.reduce((a, b) => a * b)));
+    }
     for (const t of this.trained) feeds[t.name] = Tensor.f32(t.shape, t.data);
     const out = await this.session.run(feeds, ["loss", "mse", ...this.trained.map((t) => `grad.${t.name}`)]);
     const grads: Record<string, Float32Array> = {};
