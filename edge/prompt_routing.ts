@@ -1,8 +1,11 @@
 /**
  * Prompt routing: a prompt that names an adapter pulls it in. `<name>` names an adapter by its name (the
  * newest of that name wins) and is replaced by the adapter's trigger phrase (`sks dog`, `<new1> cat`) for the
- * worker; a trained token written bare (`sks`, `<new1>`) pulls in the one adapter that owns it, and is
- * refused as ambiguous when several do. Only the tenant's adapters for the request's base model take part.
+ * worker; a trained token written bare (`sks`, `<new1>`) pulls in the one adapter that trained it, and is
+ * refused as ambiguous when several did. A token that an adapter already in the request brings (e.g. a merge
+ * of `<new1>` and `<new2>`, listed by id) pulls nothing more; merges themselves are reached by `<name>` or id,
+ * never by a bare token (their tokens belong to the adapters they merged). Only the tenant's adapters for the
+ * request's base model take part.
  *
  * @example
  * ```ts
@@ -19,9 +22,14 @@ export interface RoutableAdapter {
   kind: "concept" | "slider" | "library";
   base_model: string;
   token: string | null;
+  /** All tokens it brings (default: `token`). */
+  tokens?: string[];
   class_word: string | null;
   created_at: string;
+  source?: { kind: string };
 }
+
+const tokensOf = (a: RoutableAdapter) => a.tokens ?? (a.token ? [a.token] : []);
 
 export interface RoutedPrompt {
   prompt: string;
@@ -83,11 +91,14 @@ export function routePrompt(
 
   const byToken = new Map<string, RoutableAdapter[]>();
   for (const a of own) {
-    if (a.token && a.kind !== "slider") byToken.set(a.token, [...(byToken.get(a.token) ?? []), a]);
+    if (a.kind === "slider" || a.source?.kind === "merge") continue;
+    for (const t of tokensOf(a)) byToken.set(t, [...(byToken.get(t) ?? []), a]);
   }
+  const covered = new Set(own.filter((a) => chosen.has(a.id)).flatMap(tokensOf));
   for (const [token, owners] of byToken) {
     const re = new RegExp(`(^|[^A-Za-z0-9_<])${escape(token)}(?![A-Za-z0-9_>])`);
     if (!re.test(out)) continue;
+    if (covered.has(token)) continue; // an adapter in the request already brings it
     if (owners.some((a) => chosen.has(a.id))) continue; // already pulled in by <name> or by id
     if (owners.length > 1) {
       throw new ApiProblem(
@@ -103,6 +114,7 @@ export function routePrompt(
       );
     }
     pull(owners[0]);
+    for (const t of tokensOf(owners[0])) covered.add(t);
   }
   return { prompt: out, adapters, sliders };
 }

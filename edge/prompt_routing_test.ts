@@ -55,3 +55,27 @@ Deno.test("prompt routing: other base models are not routed; a shared token is a
   assertThrows(() => routePrompt("a zwx dog", none, all, "tiny"), ApiProblem, "Ambiguous");
   assertEquals(routePrompt("<fido> is a zwx dog", none, all, "tiny").adapters.map((x) => x.id), ["y"]);
 });
+
+Deno.test("prompt routing: several tokens per adapter; a merge brings its tokens and is never pulled by them", () => {
+  const star = a("star", "star", "<new1>"), heart = a("heart", "heart", "<new2>");
+  const joint = a("joint", "pair", "<new3>", { tokens: ["<new3>", "<new4>"] });
+  const merged = a("m", "both", "<new1>", { tokens: ["<new1>", "<new2>"], source: { kind: "merge" } });
+  const all = [star, heart, joint, merged];
+  // Bare tokens pull the adapters that trained them (the merge is not a candidate, so no ambiguity).
+  assertEquals(routePrompt("a <new1> star", none, all, "tiny").adapters.map((x) => x.id), ["star"]);
+  assertEquals(routePrompt("a <new4> ring", none, all, "tiny").adapters.map((x) => x.id), ["joint"]);
+  // The merge listed by id (or by name) brings both tokens: nothing else is pulled.
+  const explicit = { adapters: [{ id: "m", scale: 1 }], sliders: [] };
+  assertEquals(routePrompt("a <new1> star and a <new2> heart", explicit, all, "tiny").adapters, [
+    { id: "m", scale: 1, routed: false },
+  ]);
+  assertEquals(
+    routePrompt("<both>: a <new1> star and a <new2> heart", none, all, "tiny").adapters.map((x) => x.id),
+    ["m"],
+  );
+  // Without the merge, each token pulls its own adapter.
+  assertEquals(
+    routePrompt("a <new1> star and a <new2> heart", none, all, "tiny").adapters.map((x) => x.id).sort(),
+    ["heart", "star"],
+  );
+});

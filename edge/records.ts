@@ -41,6 +41,8 @@ export interface AdapterRecord {
   method: string;
   base_model: string;
   token: string | null;
+  /** Every token the adapter brings (a jointly trained or merged Custom Diffusion adapter has several). */
+  tokens?: string[];
   class_word: string | null;
   source: { kind: "training" | "merge" | "import"; id: string | null };
   sha256: string;

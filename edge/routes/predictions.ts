@@ -24,7 +24,15 @@ export const COSTLY_HEADERS = {
 
 /** What a worker needs to know of an adapter besides its weights blob (named by its id). */
 export function describeAdapter(a: AdapterRecord) {
-  return { id: a.id, name: a.name, kind: a.kind, method: a.method, token: a.token, class_word: a.class_word };
+  return {
+    id: a.id,
+    name: a.name,
+    kind: a.kind,
+    method: a.method,
+    token: a.token,
+    tokens: a.tokens ?? (a.token ? [a.token] : []),
+    class_word: a.class_word,
+  };
 }
 
 export function predictionRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {

@@ -135,10 +135,20 @@ async function recordOutputs(edge: Edge, job: JobRecord): Promise<void> {
   const weights = job.outputs.find((o) => o.name.endsWith(".safetensors"))!;
   const input = (job.request.input ?? {}) as Record<string, unknown>;
   const method = job.method ?? "lora";
-  const token = (input.token ?? input.modifier_token ?? (input.tokens as string[] | undefined)?.[0] ??
-    (input.concepts as { modifier_token: string }[] | undefined)?.[0]?.modifier_token ?? null) as
-      | string
-      | null;
+  const concepts = input.concepts as { modifier_token: string; class_word?: string }[] | undefined;
+  let tokens: string[] = job.kind === "merge"
+    ? ((job.work.input.adapters ?? []) as { token?: string | null; tokens?: string[] }[])
+      .flatMap((a) => a.tokens ?? (a.token ? [a.token] : []))
+    : concepts?.map((k) => k.modifier_token) ??
+      [
+        (input.token ?? input.modifier_token ?? (input.tokens as string[] | undefined)?.[0]) as
+          | string
+          | undefined,
+      ]
+        .filter((t): t is string => typeof t === "string");
+  if (method === "custom_diffusion" && job.kind === "training" && !tokens.length) tokens = ["<new1>"];
+  if (method === "concept_slider") tokens = [];
+  const token = tokens[0] ?? null;
   const rec: AdapterRecord = {
     id: adapterIdOfJob(job),
     tenant: job.tenant,
@@ -148,8 +158,9 @@ async function recordOutputs(edge: Edge, job: JobRecord): Promise<void> {
       : ADAPTER_KIND[method] ?? "concept",
     method: job.kind === "merge" ? `merge:${method}` : method,
     base_model: job.baseModel,
-    token: method === "concept_slider" ? null : token,
-    class_word: (input.class_word as string | undefined) ?? null,
+    token,
+    tokens,
+    class_word: (input.class_word as string | undefined) ?? concepts?.[0]?.class_word ?? null,
     source: { kind: job.kind === "merge" ? "merge" : "training", id: job.id },
     sha256: weights.blob.sha256,
     size: weights.blob.size,

@@ -4,8 +4,9 @@
  *   - regularization features K: every token position of 200 captions (a model folder may give its own list in
  *     `custom_diffusion/regularization_captions.txt`, one caption per line, as the paper's LAION captions; else
  *     seeded ShapesWorld captions, the tiny model's world);
- *   - target features of concept n: the word positions (no BOS, no EOS or padding) of "<newN> {class}" and
- *     "photo of a <newN> {class}" (METHODS.md), encoded with the concept's own token embedding.
+ *   - target features of concept n: "<newN> {class}" and "photo of a <newN> {class}" (METHODS.md), encoded
+ *     with the concept's own token embedding, at the positions from the modifier token to the last word (no
+ *     BOS, EOS or padding; see {@link targetFeatures} for why the words before the modifier are left out).
  * Used by `POST /v1/merges` and by predictions that name several Custom Diffusion adapters.
  *
  * @example
@@ -77,7 +78,12 @@ export async function regularizationFeatures(
   return { data, rows, dim };
 }
 
-/** Text-encoder output rows at the word positions of each prompt (after BOS, before EOS), with `tokens`. */
+/**
+ * Text-encoder output rows of the target words of each prompt: from the first modifier token to the last word
+ * (no BOS, EOS or padding). Words before the modifier ("photo of a") are left out: with CLIP's causal
+ * attention their features do not depend on the concept, so they would be the same rows for every concept
+ * (and make the merge's constraints contradictory).
+ */
 export async function targetFeatures(
   pipe: StableDiffusionPipeline,
   prompts: string[],
@@ -85,10 +91,17 @@ export async function targetFeatures(
 ): Promise<{ data: Float32Array; rows: number; dim: number }> {
   const t = await pipe.encodePrompt(prompts, tokens);
   const [, L, D] = t.dims;
+  const tok = pipe.folder.tokenizer;
+  const modifierIds = new Set(
+    tokens.map((x) => tok.encode(x.token)).filter((ids) => ids.length === 1).map((ids) => ids[0]),
+  );
   const out: number[] = [];
   prompts.forEach((p, i) => {
-    const words = Math.min(pipe.folder.tokenizer.encode(p).length, L - 2);
-    for (let pos = 1; pos <= words; pos++) {
+    const ids = tok.encode(p).slice(0, L - 2);
+    const first = ids.findIndex((id) => modifierIds.has(id));
+    if (first < 0) throw new RangeError(`target prompt "${p}" has none of the modifier tokens`);
+    for (let k = first; k < ids.length; k++) {
+      const pos = k + 1; // after BOS
       for (let d = 0; d < D; d++) out.push(t.f[(i * L + pos) * D + d]);
     }
   });
