@@ -143,6 +143,11 @@ export const CreateMergeRequest = z.object({
   adapters: z.array(z.union([z.string(), z.object({ id: z.string(), weight: z.number().min(-10).max(10) })]))
     .min(2).max(16),
   destination: AdapterName,
+  /**
+   * custom_diffusion: `sequence` (default) constrains every position of the concepts' prompts from the modifier
+   * token on, as a strong penalty; `exact` is the paper's hard constraint on the target words (and EOS).
+   */
+  mode: z.enum(["sequence", "exact"]).optional(),
   ...jobOptions,
 }).strict();
 export type CreateMergeRequest = z.infer<typeof CreateMergeRequest>;

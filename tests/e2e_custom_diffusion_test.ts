@@ -112,7 +112,7 @@ Deno.test("Custom Diffusion over HTTP: train two concepts, merge in closed form,
           a.tokens.map((x) => x.token),
           ["<new1>", "<new2>"],
         );
-        assertEquals(a.info.merge, "closed_form");
+        assertEquals(a.info.merge, "closed_form_sequence");
       },
     );
 

@@ -144,13 +144,13 @@ export function trainingRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
           method: body.method,
           base_model: baseModel,
           destination: body.destination,
-          input: { adapters: body.adapters },
+          input: { adapters: body.adapters, mode: body.mode },
           webhook: body.webhook,
           webhook_events_filter: body.webhook_events_filter,
           origin: originOf(c),
         },
         work: {
-          input: { method: body.method, adapters: parts, destination: body.destination },
+          input: { method: body.method, adapters: parts, destination: body.destination, mode: body.mode },
           blobs: plan.blobs,
         },
       });

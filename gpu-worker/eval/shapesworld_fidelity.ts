@@ -68,12 +68,16 @@ function majority<T>(xs: T[]): T | null {
  * than the threshold from the background's colour.
  */
 export function objectHistogram(img: RgbImage, analysis: ImageAnalysis, obj: AnalyzedObject): Float64Array {
+  return histogramIn(img, analysis, obj.bbox);
+}
+
+function histogramIn(img: RgbImage, analysis: ImageAnalysis, box: AnalyzedObject["bbox"]): Float64Array {
   const h = new Float64Array(LEVELS ** 3);
   const [br, bg, bb] = analysis.backgroundRgb;
   const t2 = OBJECT_THRESHOLD ** 2;
   let n = 0;
-  for (let y = obj.bbox.y0; y <= obj.bbox.y1; y++) {
-    for (let x = obj.bbox.x0; x <= obj.bbox.x1; x++) {
+  for (let y = box.y0; y <= box.y1; y++) {
+    for (let x = box.x0; x <= box.x1; x++) {
       const i = (y * img.width + x) * 3;
       const [r, g, b] = [img.rgb[i], img.rgb[i + 1], img.rgb[i + 2]];
       if ((r - br) ** 2 + (g - bg) ** 2 + (b - bb) ** 2 <= t2) continue;
@@ -84,6 +88,30 @@ export function objectHistogram(img: RgbImage, analysis: ImageAnalysis, obj: Ana
   }
   if (n > 0) { for (let k = 0; k < h.length; k++) h[k] /= n; }
   return h;
+}
+
+/**
+ * Normalized colour histogram of every foreground pixel of an image (farther than the threshold from its
+ * background's colour), whatever the objects: how much of a subject's colours an image shows, even when the
+ * analyzer cannot separate blurry or touching objects.
+ */
+export function foregroundHistogram(
+  img: RgbImage,
+  analysis: ImageAnalysis = analyzeImage(img),
+): Float64Array {
+  return histogramIn(img, analysis, { x0: 0, y0: 0, x1: img.width - 1, y1: img.height - 1 });
+}
+
+/** Mean foreground-histogram intersection of generated images with a subject's training objects, in [0, 1]. */
+export function foregroundSimilarity(generated: RgbImage[], subject: SubjectProfile): number {
+  if (!generated.length || !subject.histograms.length) return 0;
+  let sum = 0;
+  for (const img of generated) {
+    const h = foregroundHistogram(img);
+    sum += subject.histograms.reduce((s, t) => s + histogramIntersection(h, t), 0) /
+      subject.histograms.length;
+  }
+  return sum / generated.length;
 }
 
 /** Histogram intersection, 1 for equal normalized histograms, 0 when either is empty. */

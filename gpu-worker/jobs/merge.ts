@@ -1,8 +1,9 @@
 /**
  * Merge jobs (`POST /v1/merges`): `custom_diffusion` merges separately trained Custom Diffusion concepts into
- * one adapter by the closed-form constrained least squares of the paper (`methods/custom_diffusion_compose.ts`):
- * each concept's words map exactly as its own weights map them, everything else stays as close to the base
- * model as the constraints allow. The output keeps every concept's modifier token.
+ * one adapter by the constrained least squares of the paper (`methods/custom_diffusion_compose.ts`): each
+ * concept's prompt features map as its own weights map them (`mode: "exact"`: the target words, exactly;
+ * default `sequence`: every position from the modifier on, as a strong penalty), everything else stays as
+ * close to the base model as the constraints allow. The output keeps every concept's modifier token.
  *
  * @example
  * ```ts
@@ -19,6 +20,7 @@ import { CUSTOM_DIFFUSION_OUTPUT_NAME } from "./training.ts";
 const MergeInput = z.object({
   method: z.string(),
   destination: z.string().optional(),
+  mode: z.enum(["sequence", "exact"]).optional(),
   adapters: z.array(z.object({
     id: z.string(),
     name: z.string().optional(),
@@ -55,7 +57,7 @@ export async function merge(ctx: JobContext): Promise<JobResult> {
     }
     adapters.push({ ...decoded.adapter, name: a.name ?? decoded.adapter.name });
   }
-  const m = await mergeCustomDiffusion(pipe, adapters, { name: input.destination });
+  const m = await mergeCustomDiffusion(pipe, adapters, { name: input.destination, mode: input.mode });
   lease.log(
     `merged ${m.stats.concepts} concepts (${m.adapter.tokens.map((t) => t.token).join(", ")}) over ` +
       `${m.stats.layers} layers: ${m.stats.targetRows} target rows, ${m.stats.regularizationRows} ` +

@@ -5,8 +5,15 @@
  *     `custom_diffusion/regularization_captions.txt`, one caption per line, as the paper's LAION captions; else
  *     seeded ShapesWorld captions, the tiny model's world);
  *   - target features of concept n: "<newN> {class}" and "photo of a <newN> {class}" (METHODS.md), encoded
- *     with the concept's own token embedding, at the positions from the modifier token to the last word (no
- *     BOS, EOS or padding; see {@link targetFeatures} for why the words before the modifier are left out).
+ *     with the concept's own token embedding, from the modifier token on (the words before it do not depend
+ *     on the concept under CLIP's causal attention, so they would repeat across concepts).
+ * Two modes. `exact` is the paper's: hard constraints on the target words and the end-of-text token
+ * (`closedFormMerge`). `sequence` (the default) constrains every position from the modifier to the end,
+ * padding included, as a strong penalty (`softConstrainedMerge`), since those rows outnumber the feature
+ * dimensions. Measured on the tiny model (BENCHMARKS.md): without EOS the exact merge turned one concept's
+ * white background purple; with EOS it kept each concept no better than the naive average did; the
+ * sequence merge kept both closer than the average (pixel distance of "a <newN> {class}" images to the
+ * concept trained alone 0.066 / 0.026 vs the average's 0.086 / 0.039).
  * Used by `POST /v1/merges` and by predictions that name several Custom Diffusion adapters.
  *
  * @example
@@ -30,6 +37,7 @@ import {
   type MergeConcept,
   naiveAverage,
   type RegularizationFactor,
+  softConstrainedMerge,
 } from "./custom_diffusion_merge.ts";
 import { captionOf, sampleTrainScene } from "../shapesworld/world.ts";
 import { Rng } from "../random.ts";
@@ -79,6 +87,16 @@ export async function regularizationFeatures(
 }
 
 /**
+ * Which positions of a target prompt are constrained: its words from the modifier on (`words`), those and
+ * the end-of-text token (`eos`), or every position from the modifier to the end, padding included
+ * (`sequence`; the UNet's cross-attention reads all of them).
+ */
+export type TargetSpan = "words" | "eos" | "sequence";
+
+/** How concepts are merged: `exact` (the paper: hard constraints on the words and EOS), `sequence` (default). */
+export type MergeMode = "exact" | "sequence";
+
+/**
  * Text-encoder output rows of the target words of each prompt: from the first modifier token to the last word
  * (no BOS, EOS or padding). Words before the modifier ("photo of a") are left out: with CLIP's causal
  * attention their features do not depend on the concept, so they would be the same rows for every concept
@@ -88,6 +106,7 @@ export async function targetFeatures(
   pipe: StableDiffusionPipeline,
   prompts: string[],
   tokens: CustomDiffusionAdapter["tokens"],
+  o: { span?: TargetSpan } = {},
 ): Promise<{ data: Float32Array; rows: number; dim: number }> {
   const t = await pipe.encodePrompt(prompts, tokens);
   const [, L, D] = t.dims;
@@ -100,8 +119,11 @@ export async function targetFeatures(
     const ids = tok.encode(p).slice(0, L - 2);
     const first = ids.findIndex((id) => modifierIds.has(id));
     if (first < 0) throw new RangeError(`target prompt "${p}" has none of the modifier tokens`);
-    for (let k = first; k < ids.length; k++) {
-      const pos = k + 1; // after BOS
+    const span = o.span ?? "words";
+    // Positions: BOS is 0, word k is k + 1.
+    const from = span === "sequence" ? 0 : first + 1;
+    const to = span === "sequence" ? L : ids.length + 1 + (span === "eos" ? 1 : 0);
+    for (let pos = from; pos < to; pos++) {
       for (let d = 0; d < D; d++) out.push(t.f[(i * L + pos) * D + d]);
     }
   });
@@ -158,7 +180,11 @@ function classWordsOf(a: CustomDiffusionAdapter): string[] {
 }
 
 /** The base layers the adapters touch and each adapter as a merge concept (weights + target features). */
-async function mergeInputs(pipe: StableDiffusionPipeline, adapters: CustomDiffusionAdapter[]) {
+async function mergeInputs(
+  pipe: StableDiffusionPipeline,
+  adapters: CustomDiffusionAdapter[],
+  o: { span?: TargetSpan } = {},
+) {
   const unet = pipe.folder.weights.unet;
   const paths = [...new Set(adapters.flatMap((a) => [...a.layers.keys()]))].sort();
   const base = new Map<string, BaseLayer>();
@@ -170,7 +196,7 @@ async function mergeInputs(pipe: StableDiffusionPipeline, adapters: CustomDiffus
   for (const a of adapters) {
     const words = classWordsOf(a);
     const prompts = a.tokens.flatMap((t, i) => targetPrompts(t.token, words[i]));
-    const feats = await targetFeatures(pipe, prompts, a.tokens);
+    const feats = await targetFeatures(pipe, prompts, a.tokens, o);
     const weights = new Map<string, Float32Array>();
     for (const [p, l] of a.layers) weights.set(p, layerWeight(l, base.get(p)!.data));
     concepts.push({ name: a.name, weights, targetFeatures: feats.data, targetRows: feats.rows });
@@ -210,17 +236,28 @@ function combined(
 export async function mergeCustomDiffusion(
   pipe: StableDiffusionPipeline,
   adapters: CustomDiffusionAdapter[],
-  o: { captions?: string[]; name?: string } = {},
+  o: { captions?: string[]; name?: string; mode?: MergeMode; lambda?: number } = {},
 ): Promise<{ adapter: CustomDiffusionAdapter; stats: ComposeStats }> {
   const t0 = performance.now();
   if (adapters.length < 2) throw new RangeError(`a merge needs at least 2 adapters, got ${adapters.length}`);
   checkDistinctTokens(adapters);
   const captions = o.captions ?? await mergeCaptions(pipe.folder.dir);
   const regularization = await regularizationFactor(pipe, captions);
-  const { base, concepts } = await mergeInputs(pipe, adapters);
-  const merged = closedFormMerge({ base, concepts, regularization, featureDim: regularization.featureDim });
+  const mode = o.mode ?? "sequence";
+  const { base, concepts } = await mergeInputs(pipe, adapters, {
+    span: mode === "exact" ? "eos" : "sequence",
+  });
+  const merged = mode === "exact"
+    ? closedFormMerge({ base, concepts, regularization, featureDim: regularization.featureDim })
+    : softConstrainedMerge({
+      base,
+      concepts,
+      regularization,
+      featureDim: regularization.featureDim,
+      lambda: o.lambda,
+    });
   const adapter = combined(adapters, base, merged.weights, o.name ?? adapters.map((a) => a.name).join("+"), {
-    merge: "closed_form",
+    merge: mode === "exact" ? "closed_form" : "closed_form_sequence",
     regularization_captions: captions.length,
   });
   return {

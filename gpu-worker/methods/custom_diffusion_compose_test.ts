@@ -39,6 +39,31 @@ function fakeConcept(pipe: StableDiffusionPipeline, token: string, classWord: st
   return a;
 }
 
+/** Worst |W_merged k - W_own k| over the rows k, relative to the largest |W_own k|. */
+function misfit(
+  own: CustomDiffusionAdapter,
+  merged: CustomDiffusionAdapter,
+  f: { data: Float32Array; rows: number; dim: number },
+): number {
+  let worst = 0, scale = 0;
+  for (const [path, l] of own.layers) {
+    const m = merged.layers.get(path)!;
+    if (l.kind !== "weight" || m.kind !== "weight") throw new Error("full weights expected");
+    for (let r = 0; r < f.rows; r++) {
+      for (let o = 0; o < l.out; o++) {
+        let a = 0, b = 0;
+        for (let i = 0; i < l.in; i++) {
+          a += l.weight[o * l.in + i] * f.data[r * f.dim + i];
+          b += m.weight[o * l.in + i] * f.data[r * f.dim + i];
+        }
+        scale = Math.max(scale, Math.abs(a));
+        worst = Math.max(worst, Math.abs(b - a));
+      }
+    }
+  }
+  return worst / scale;
+}
+
 Deno.test("closed-form merge on the tiny model: each concept's target words map as its own weights map them", async () => {
   const runner = new EngineRunner();
   const dir = await Deno.makeTempDir({ prefix: "compose_test_" });
@@ -50,42 +75,37 @@ Deno.test("closed-form merge on the tiny model: each concept's target words map 
     assertEquals(fa.rows, 4);
     const captions = await mergeCaptions(MODEL, 60);
     assertEquals(captions.length, 60);
-    const { adapter, stats } = await mergeCustomDiffusion(pipe, [a, b], { captions });
+    const { adapter, stats } = await mergeCustomDiffusion(pipe, [a, b], { captions, mode: "exact" });
     assertEquals(adapter.tokens.map((t) => t.token), ["<new1>", "<new2>"]);
-    assertEquals([stats.concepts, stats.layers, stats.targetRows], [2, a.layers.size, 8]);
+    // The exact merge constrains the words from the modifier on and EOS: 3 rows per prompt, 2 prompts each.
+    assertEquals([stats.concepts, stats.layers, stats.targetRows], [2, a.layers.size, 12]);
+    assertEquals(adapter.info.merge, "closed_form");
     const avg = await averageCustomDiffusion(pipe, [a, b]);
+    const seq = (await mergeCustomDiffusion(pipe, [a, b], { captions })).adapter;
+    assertEquals(seq.info.merge, "closed_form_sequence");
     for (const c of [a, b]) {
-      const f = await targetFeatures(
-        pipe,
-        targetPrompts(c.tokens[0].token, String(c.info.class_words)),
-        c.tokens,
-      );
-      let worstMerged = 0, worstAvg = 0, scale = 0;
-      for (const [path, l] of c.layers) {
-        if (l.kind !== "weight") continue;
-        const m = adapter.layers.get(path)!, v = avg.layers.get(path)!;
-        if (m.kind !== "weight" || v.kind !== "weight") throw new Error("full weights expected");
-        for (let r = 0; r < f.rows; r++) {
-          for (let o = 0; o < l.out; o++) {
-            let own = 0, merged = 0, averaged = 0;
-            for (let i = 0; i < l.in; i++) {
-              const x = f.data[r * f.dim + i];
-              own += l.weight[o * l.in + i] * x;
-              merged += m.weight[o * l.in + i] * x;
-              averaged += v.weight[o * l.in + i] * x;
-            }
-            scale = Math.max(scale, Math.abs(own));
-            worstMerged = Math.max(worstMerged, Math.abs(merged - own));
-            worstAvg = Math.max(worstAvg, Math.abs(averaged - own));
-          }
-        }
-      }
+      const prompts = targetPrompts(c.tokens[0].token, String(c.info.class_words));
+      const words = await targetFeatures(pipe, prompts, c.tokens, { span: "eos" });
+      const whole = await targetFeatures(pipe, prompts, c.tokens, { span: "sequence" });
+      assertEquals([words.rows, whole.rows], [6, 2 * 32]); // every position of both prompts
+      // The rows that depend on the concept: from its modifier on (position 1 of the first prompt, 4 of the
+      // second); the ones before it are shared by every concept, so the merge can only compromise on them.
+      const D = whole.dim;
+      const own = {
+        data: Float32Array.from([
+          ...whole.data.subarray(1 * D, 32 * D),
+          ...whole.data.subarray(36 * D, 64 * D),
+        ]),
+        rows: 31 + 28,
+        dim: D,
+      };
+      const exactFit = misfit(c, adapter, words), avgFit = misfit(c, avg, words);
       // float32 weights and features: exact up to float32 rounding of the products.
-      assert(
-        worstMerged < 1e-3 * scale,
-        `merged vs own on ${c.name}'s targets: ${worstMerged} (scale ${scale})`,
-      );
-      assert(worstAvg > 100 * worstMerged, `the average does not keep them: ${worstAvg} vs ${worstMerged}`);
+      assert(exactFit < 1e-3, `exact merge vs ${c.name}'s own weights on its targets: ${exactFit}`);
+      assert(avgFit > 100 * exactFit, `the average does not keep them: ${avgFit} vs ${exactFit}`);
+      // The sequence merge keeps every position from the modifier on far closer than the average does.
+      const seqFit = misfit(c, seq, own), avgWhole = misfit(c, avg, own);
+      assert(seqFit < 0.5 * avgWhole, `sequence merge on ${c.name}: ${seqFit} vs the average's ${avgWhole}`);
     }
     await assertRejects(
       () => mergeCustomDiffusion(pipe, [a, fakeConcept(pipe, "<new1>", "heart", 3)], { captions }),

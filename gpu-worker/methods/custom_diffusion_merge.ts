@@ -36,8 +36,10 @@ import {
   cholesky,
   choleskyCondition,
   fromFloat32Transposed,
+  gram,
   gramRows,
   LinalgError,
+  matmul,
   matmulTransA,
   matmulTransB,
   type Matrix,
@@ -478,4 +480,107 @@ function dependentTargets(e: LinalgError, owners: { concept: string; row: number
       "or drop duplicates.",
     { cause: e },
   );
+}
+
+export interface SoftMergeOptions {
+  base: Map<string, BaseLayer>;
+  /** Each concept's target features may be many rows (e.g. every position from its modifier token on). */
+  concepts: MergeConcept[];
+  featureDim: number;
+  regularization: RegularizationFactor;
+  /**
+   * Weight of the concepts' rows against the regularization rows, per row: the penalty is
+   * `lambda x (regularization rows / target rows)` (default 100: each target row weighs a hundred times an
+   * average regularization row).
+   */
+  lambda?: number;
+  tol?: number;
+}
+
+/**
+ * The same objective with the constraints as a strong penalty, for target rows that outnumber (or nearly
+ * repeat) the feature dimensions, e.g. every position of a concept's prompts from its modifier token on,
+ * padding included (the positions the UNet's cross-attention also reads):
+ *
+ *   minimize ||(W - W0) Kᵀ||² + μ Σ_n ||(W - W_n) K_{t,n}ᵀ||²,  μ = lambda · rows(K) / rows(K_t)
+ *   W = (W0 C + μ Σ_n W_n T_n)(C + μ Σ_n T_n)⁻¹,  C = KᵀK, T_n = K_{t,n}ᵀ K_{t,n}
+ *
+ * one Cholesky of the d x d matrix C + μ T for all layers. As μ grows it tends to the exact solution on the
+ * span of the target rows.
+ */
+export function softConstrainedMerge(o: SoftMergeOptions): MergeResult {
+  const t0 = performance.now();
+  const d = o.featureDim;
+  const layers = mergedLayers(o.concepts, o.base, d);
+  const targets = stackTargets(o.concepts, d);
+  if (o.regularization.featureDim !== d) {
+    throw new MergeError(
+      "shape",
+      `the regularization factor is for ${o.regularization.featureDim}-dim features, expected ${d}`,
+      "Factor the regularization features of the same text encoder.",
+    );
+  }
+  const lambda = o.lambda ?? 100;
+  if (!(lambda > 0 && Number.isFinite(lambda))) {
+    throw new MergeError("shape", `lambda must be a positive number, got ${lambda}`, "Use e.g. 100.");
+  }
+  const mu = lambda * o.regularization.rows / targets.features.rows;
+  const c = matmulTransB(o.regularization.chol, o.regularization.chol); // C = L Lᵀ
+  const t1 = performance.now();
+  const perConcept: { t: Matrix; concept: MergeConcept }[] = [];
+  let row = 0;
+  const sys = matrix(d, d, Float64Array.from(c.data));
+  for (const concept of o.concepts) {
+    const kn = matrix(
+      concept.targetRows,
+      d,
+      targets.features.data.subarray(row * d, (row + concept.targetRows) * d),
+    );
+    row += concept.targetRows;
+    const tn = gram(kn);
+    for (let i = 0; i < sys.data.length; i++) sys.data[i] += mu * tn.data[i];
+    perConcept.push({ t: tn, concept });
+  }
+  symmetrize(sys);
+  let l: Matrix;
+  try {
+    l = cholesky(sys, { tol: o.tol, name: "C + μT" });
+  } catch (e) {
+    if (!(e instanceof LinalgError)) throw e;
+    throw new MergeError(
+      "regularization_rank",
+      `C + μT is not positive definite (${e.message})`,
+      "Add more, more varied regularization captions.",
+      { cause: e },
+    );
+  }
+  const factorMs = performance.now() - t1;
+  const t2 = performance.now();
+  const weights = new Map<string, Float32Array>();
+  for (const [name, b] of layers) {
+    const w0 = matrix(b.out, d, Float64Array.from(b.data));
+    const rhs = matmul(w0, c); // W0 C + μ Σ W_n T_n  ([out, d])
+    for (const { t, concept } of perConcept) {
+      const wn = concept.weights.get(name) ?? b.data;
+      const p = matmul(matrix(b.out, d, Float64Array.from(wn)), t);
+      for (let i = 0; i < rhs.data.length; i++) rhs.data[i] += mu * p.data[i];
+    }
+    // W (C + μT) = rhs  <=>  (C + μT) Wᵀ = rhsᵀ (symmetric system).
+    const wt = solveCholesky(l, transpose(rhs));
+    weights.set(name, Float32Array.from(transpose(wt).data));
+  }
+  return {
+    weights,
+    stats: {
+      layers: layers.size,
+      targetRows: targets.features.rows,
+      regularizationRows: o.regularization.rows,
+      conditionC: o.regularization.condition,
+      conditionTargets: choleskyCondition(l),
+      ms: performance.now() - t0,
+      gramMs: 0,
+      factorMs,
+      layerMs: performance.now() - t2,
+    },
+  };
 }
