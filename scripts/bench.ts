@@ -125,7 +125,11 @@ if (import.meta.main) {
         console.log(`training steps/s (${what}, batch 4): ${rate.toFixed(2)}`);
       }
     }
-    if (!values["skip-merge"]) console.log(formatMergeBench(benchMerge({ runs: 2 })));
+    if (!values["skip-merge"]) {
+      for (const mode of ["exact", "sequence"] as const) {
+        console.log(formatMergeBench(benchMerge({ runs: 2, mode })));
+      }
+    }
   } finally {
     runner.terminate();
   }

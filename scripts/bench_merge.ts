@@ -16,7 +16,9 @@ import { parseArgs } from "node:util";
 import {
   type BaseLayer,
   closedFormMerge,
+  factorRegularization,
   type MergeConcept,
+  softConstrainedMerge,
 } from "../gpu-worker/methods/custom_diffusion_merge.ts";
 import { Rng } from "../gpu-worker/random.ts";
 
@@ -40,11 +42,14 @@ export interface MergeBenchOptions {
   captions?: number;
   tokensPerCaption?: number;
   concepts?: number;
-  /** Target rows per concept (prompts x target tokens). Default 2 x 4 = 8. */
+  /** Target rows per concept (prompts x target tokens). Default 2 x 4 = 8 (exact), 2 x 77 (sequence). */
   targetRowsPerConcept?: number;
+  /** `exact` (closedFormMerge, the paper) or `sequence` (softConstrainedMerge, the service's default). */
+  mode?: "exact" | "sequence";
 }
 
 export interface MergeBenchResult {
+  mode: "exact" | "sequence";
   /** Layers merged (to_k and to_v of each of the 16 cross-attentions: 32). */
   layers: number;
   targetRows: number;
@@ -74,7 +79,9 @@ export interface MergeBenchResult {
 export function benchMerge(options: MergeBenchOptions = {}): MergeBenchResult {
   const d = options.featureDim ?? 768;
   const regRows = (options.captions ?? 200) * (options.tokensPerCaption ?? 77);
-  const nConcepts = options.concepts ?? 2, tRows = options.targetRowsPerConcept ?? 8;
+  const mode = options.mode ?? "exact";
+  const nConcepts = options.concepts ?? 2;
+  const tRows = options.targetRowsPerConcept ?? (mode === "exact" ? 8 : 2 * (options.tokensPerCaption ?? 77));
   const rng = new Rng(options.seed ?? 0);
   let maxRss = Deno.memoryUsage().rss;
   const t0 = performance.now();
@@ -103,17 +110,28 @@ export function benchMerge(options: MergeBenchOptions = {}): MergeBenchResult {
   maxRss = Math.max(maxRss, rssBefore);
   let best: ReturnType<typeof closedFormMerge>["stats"] | undefined;
   for (let run = 0; run < Math.max(1, options.runs ?? 1); run++) {
-    const { stats } = closedFormMerge({
-      base,
-      concepts,
-      regularizationFeatures,
-      regularizationRows: regRows,
-      featureDim: d,
-    });
+    let stats: ReturnType<typeof closedFormMerge>["stats"];
+    if (mode === "exact") {
+      stats = closedFormMerge({
+        base,
+        concepts,
+        regularizationFeatures,
+        regularizationRows: regRows,
+        featureDim: d,
+      })
+        .stats;
+    } else {
+      const tg = performance.now();
+      const regularization = factorRegularization(regularizationFeatures, regRows, d);
+      const gramMs = performance.now() - tg;
+      stats = softConstrainedMerge({ base, concepts, regularization, featureDim: d }).stats;
+      stats = { ...stats, ms: stats.ms + gramMs, gramMs };
+    }
     maxRss = Math.max(maxRss, Deno.memoryUsage().rss);
     if (!best || stats.ms < best.ms) best = stats;
   }
   return {
+    mode,
     layers: best!.layers,
     targetRows: best!.targetRows,
     regularizationRows: best!.regularizationRows,
@@ -144,12 +162,14 @@ function peakRss(): number | undefined {
 /** The figures as a few lines of text. */
 export function formatMergeBench(r: MergeBenchResult): string {
   return [
-    `closed-form merge, ${r.layers} layers, m = ${r.targetRows} target rows, K ${r.regularizationRows}x${r.featureDim}`,
+    `closed-form merge (${r.mode}), ${r.layers} layers, m = ${r.targetRows} target rows, K ${r.regularizationRows}x${r.featureDim}`,
     `  total            ${r.totalMs.toFixed(0)} ms`,
     `  C = KᵀK          ${r.gramMs.toFixed(0)} ms`,
     `  factorizations   ${r.factorMs.toFixed(1)} ms`,
     `  per layer        ${r.perLayerMs.toFixed(2)} ms`,
-    `  cond(C) ~ ${r.conditionC.toExponential(2)}, cond(D K_tᵀ) ~ ${r.conditionTargets.toExponential(2)}`,
+    `  cond(C) ~ ${r.conditionC.toExponential(2)}, cond(${r.mode === "exact" ? "D K_tᵀ" : "C + μT"}) ~ ${
+      r.conditionTargets.toExponential(2)
+    }`,
     `  peak RSS         ${r.peakRssMb.toFixed(0)} MiB (${
       r.rssBeforeMergeMb.toFixed(0)
     } MiB before merging, with ` +
@@ -161,9 +181,12 @@ export function formatMergeBench(r: MergeBenchResult): string {
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { runs: { type: "string" }, seed: { type: "string" } },
+    options: { runs: { type: "string" }, seed: { type: "string" }, mode: { type: "string" } },
   });
-  console.log(
-    formatMergeBench(benchMerge({ runs: Number(values.runs ?? 1), seed: Number(values.seed ?? 0) })),
-  );
+  const modes = values.mode ? [values.mode as "exact" | "sequence"] : ["exact", "sequence"] as const;
+  for (const mode of modes) {
+    console.log(
+      formatMergeBench(benchMerge({ runs: Number(values.runs ?? 1), seed: Number(values.seed ?? 0), mode })),
+    );
+  }
 }

@@ -527,19 +527,21 @@ export function softConstrainedMerge(o: SoftMergeOptions): MergeResult {
   const mu = lambda * o.regularization.rows / targets.features.rows;
   const c = matmulTransB(o.regularization.chol, o.regularization.chol); // C = L Lᵀ
   const t1 = performance.now();
-  const perConcept: { t: Matrix; concept: MergeConcept }[] = [];
+  // W (C + μT) = W0 C + μ Σ W_n T_n  <=>  W = W0 + μ Σ_n ((W_n - W0) K_nᵀ) (K_n (C + μT)⁻¹): T_n = K_nᵀ K_n has
+  // rank at most rows(K_n), so each layer costs two thin products per concept; H_n = K_n (C + μT)⁻¹ is shared.
+  const kn: Matrix[] = [];
   let row = 0;
   const sys = matrix(d, d, Float64Array.from(c.data));
   for (const concept of o.concepts) {
-    const kn = matrix(
+    const k = matrix(
       concept.targetRows,
       d,
       targets.features.data.subarray(row * d, (row + concept.targetRows) * d),
     );
     row += concept.targetRows;
-    const tn = gram(kn);
+    const tn = gram(k);
     for (let i = 0; i < sys.data.length; i++) sys.data[i] += mu * tn.data[i];
-    perConcept.push({ t: tn, concept });
+    kn.push(k);
   }
   symmetrize(sys);
   let l: Matrix;
@@ -554,20 +556,21 @@ export function softConstrainedMerge(o: SoftMergeOptions): MergeResult {
       { cause: e },
     );
   }
+  const h = kn.map((k) => transpose(solveCholesky(l, transpose(k)))); // (C + μT)⁻¹ symmetric
   const factorMs = performance.now() - t1;
   const t2 = performance.now();
   const weights = new Map<string, Float32Array>();
   for (const [name, b] of layers) {
-    const w0 = matrix(b.out, d, Float64Array.from(b.data));
-    const rhs = matmul(w0, c); // W0 C + μ Σ W_n T_n  ([out, d])
-    for (const { t, concept } of perConcept) {
-      const wn = concept.weights.get(name) ?? b.data;
-      const p = matmul(matrix(b.out, d, Float64Array.from(wn)), t);
-      for (let i = 0; i < rhs.data.length; i++) rhs.data[i] += mu * p.data[i];
-    }
-    // W (C + μT) = rhs  <=>  (C + μT) Wᵀ = rhsᵀ (symmetric system).
-    const wt = solveCholesky(l, transpose(rhs));
-    weights.set(name, Float32Array.from(transpose(wt).data));
+    const w = Float64Array.from(b.data);
+    o.concepts.forEach((concept, n) => {
+      const wn = concept.weights.get(name);
+      if (!wn) return; // this concept keeps the base weight here: no change asked
+      const delta = matrix(b.out, d);
+      for (let i = 0; i < delta.data.length; i++) delta.data[i] = wn[i] - b.data[i];
+      const p = matmul(matmulTransB(delta, kn[n]), h[n]); // [out, d]
+      for (let i = 0; i < w.length; i++) w[i] += mu * p.data[i];
+    });
+    weights.set(name, Float32Array.from(w));
   }
   return {
     weights,

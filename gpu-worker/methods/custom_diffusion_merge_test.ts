@@ -6,6 +6,7 @@ import {
   type MergeConcept,
   MergeError,
   naiveAverage,
+  softConstrainedMerge,
 } from "./custom_diffusion_merge.ts";
 import {
   cholesky,
@@ -299,4 +300,57 @@ Deno.test("naiveAverage: element-wise mean per layer, base weights standing in f
   assertEquals([...avg.keys()], ["x", "y"]);
   assertEquals(avg.get("x"), new Float32Array([2, 4]));
   assertEquals(avg.get("y"), new Float32Array([6, 6]));
+});
+
+Deno.test("softConstrainedMerge: tends to the exact merge as lambda grows; solves the penalized normal equations", () => {
+  const p = problem(5);
+  const regularization = factorRegularization(p.reg, p.regRows, D);
+  const exact = closedFormMerge(options(p)).weights;
+  const gap = (lambda: number) => {
+    const soft =
+      softConstrainedMerge({ base: p.base, concepts: p.concepts, regularization, featureDim: D, lambda })
+        .weights;
+    let worst = 0, scale = 0;
+    for (const [name, w] of exact) {
+      const s = soft.get(name)!;
+      w.forEach((v, i) => {
+        worst = Math.max(worst, Math.abs(v - s[i]));
+        scale = Math.max(scale, Math.abs(v - p.base.get(name)!.data[i]));
+      });
+    }
+    return worst / scale;
+  };
+  const g1 = gap(1), g100 = gap(100), g1e6 = gap(1e6);
+  assert(g1 > g100 && g100 > g1e6, `gaps ${g1}, ${g100}, ${g1e6}`);
+  assert(g1e6 < 1e-3, `lambda 1e6: ${g1e6} from the exact merge`);
+  // Normal equations: W (C + μT) = W0 C + μ Σ W_n T_n for every layer (μ = lambda · rows(K) / rows(K_t)).
+  const lambda = 3;
+  const soft = softConstrainedMerge({
+    base: p.base,
+    concepts: p.concepts,
+    regularization,
+    featureDim: D,
+    lambda,
+  });
+  const m = p.concepts.reduce((s, c) => s + c.targetRows, 0);
+  const mu = lambda * p.regRows / m;
+  const c = gram(fromFloat32(p.regRows, D, p.reg));
+  for (const [name, w] of soft.weights) {
+    const lhs = matmul(layer(name, w), c), rhs = matmul(layer(name, p.base.get(name)!.data), c);
+    for (const concept of p.concepts) {
+      const t = gram(targets(concept));
+      const wn = layer(name, concept.weights.get(name) ?? p.base.get(name)!.data);
+      const wt = matmul(layer(name, w), t), wnt = matmul(wn, t);
+      lhs.data.forEach((_, i) => {
+        lhs.data[i] += mu * wt.data[i];
+        rhs.data[i] += mu * wnt.data[i];
+      });
+    }
+    let err = 0, norm = 0;
+    lhs.data.forEach((v, i) => {
+      err = Math.max(err, Math.abs(v - rhs.data[i]));
+      norm = Math.max(norm, Math.abs(rhs.data[i]));
+    });
+    assert(err < 1e-5 * norm, `${name}: normal equations off by ${err} (scale ${norm})`);
+  }
 });
