@@ -39,6 +39,10 @@ export function trainingRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
       await requireModel(edge, body.base_model);
       const plan = new BlobPlan(edge, tenant.id);
       const input = body.input;
+      if (body.method === "custom_diffusion") {
+        // METHODS.md: 250 steps for one concept, 500 for joint training; shown in the job's input.
+        body.input.steps ??= (body.input.concepts?.length ?? 1) > 1 ? 500 : 250;
+      }
       const work: Record<string, unknown> = { ...input, destination: body.destination };
       if (input.images !== undefined) work.images = await plan.images(input.images, "input.images");
       if (body.method === "custom_diffusion") {
