@@ -4,12 +4,14 @@
  * sheet of the generated images.
  *
  * Usage: deno task eval [--model models/tiny-shapes] [--count 200] [--seed 1] [--steps 20] [--guidance 5]
- *          [--sheet out.png]
+ *          [--sheet out.png] [--recon]
+ * `--recon` measures the VAE alone instead: the held-out scenes rendered, encoded and decoded, then analyzed the
+ * same way (the ceiling generation cannot pass).
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
 import { StableDiffusionPipeline } from "../gpu-worker/pipelines/stable_diffusion.ts";
-import { evaluatePromptFollowing } from "../gpu-worker/eval/prompt_following.ts";
+import { evaluatePromptFollowing, evaluateReconstruction } from "../gpu-worker/eval/prompt_following.ts";
 import { encodePng } from "../gpu-worker/image/png.ts";
 
 if (import.meta.main) {
@@ -22,11 +24,23 @@ if (import.meta.main) {
       steps: { type: "string" },
       guidance: { type: "string" },
       sheet: { type: "string" },
+      recon: { type: "boolean" },
     },
   });
   const runner = new EngineRunner();
   try {
     const pipe = await StableDiffusionPipeline.load(values.model ?? "models/tiny-shapes", runner);
+    if (values.recon) {
+      const r = await evaluateReconstruction(pipe, {
+        count: Number(values.count ?? 200),
+        seed: Number(values.seed ?? 1),
+      });
+      console.log(`VAE reconstructions of ${r.count} held-out renders (encode + decode, no diffusion):`);
+      console.log(`background colour right: ${(100 * r.rates.background).toFixed(1)}%`);
+      console.log(`object colour right:     ${(100 * r.rates.colour).toFixed(1)}%`);
+      console.log(`shape right:             ${(100 * r.rates.shape).toFixed(1)}%`);
+      Deno.exit(0);
+    }
     const t0 = performance.now();
     const r = await evaluatePromptFollowing(pipe, {
       count: Number(values.count ?? 200),

@@ -13,6 +13,7 @@
 import type { StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
 import { captionOf, sampleHeldOutScene, type Scene } from "../shapesworld/world.ts";
 import { analyzeImage } from "../shapesworld/analysis.ts";
+import { renderScene } from "../shapesworld/render.ts";
 import { Rng } from "../random.ts";
 import type { RgbImage } from "../image/png.ts";
 
@@ -80,4 +81,27 @@ export async function evaluatePromptFollowing(
   }
   const rate = (k: "background" | "colour" | "shape") => samples.filter((s) => s[k]).length / samples.length;
   return { rates: { background: rate("background"), colour: rate("colour"), shape: rate("shape") }, samples };
+}
+
+/**
+ * The same checks on the VAE's reconstructions of the held-out scenes' renders (encode, decode; no diffusion):
+ * the most a model with this VAE can score.
+ */
+export async function evaluateReconstruction(
+  pipe: StableDiffusionPipeline,
+  o: { count: number; seed?: number },
+): Promise<{ count: number; rates: PromptFollowingResult["rates"] }> {
+  let background = 0, colour = 0, shape = 0;
+  const prompts = heldOutPrompts(o.count, o.seed ?? 0);
+  for (const { scene } of prompts) {
+    const [rec] = await pipe.decodeLatents(await pipe.encodeImages([renderScene(scene, 64)]));
+    const a = analyzeImage(rec);
+    const want = scene.objects[0];
+    const obj = a.objects.find((x) => x.colour === want.colour) ?? a.objects[0] ?? null;
+    if (a.background === scene.background) background++;
+    if (obj?.colour === want.colour) colour++;
+    if (obj?.shape === want.shape) shape++;
+  }
+  const n = prompts.length;
+  return { count: n, rates: { background: background / n, colour: colour / n, shape: shape / n } };
 }
