@@ -6,32 +6,11 @@
  * on a token. A LoRA cannot join a Custom Diffusion merge (a failed job with the reason).
  */
 import { assert, assertEquals } from "../gpu-worker/testing.ts";
-import { decodePng, encodePng } from "../gpu-worker/image/png.ts";
+import { decodePng } from "../gpu-worker/image/png.ts";
 import { decodeCustomDiffusion } from "../gpu-worker/adapters/custom_diffusion.ts";
-import { renderScene } from "../gpu-worker/shapesworld/render.ts";
-import { sampleScene } from "../gpu-worker/shapesworld/world.ts";
-import { Rng } from "../gpu-worker/random.ts";
-import { startE2E } from "./e2e_server.ts";
+import { objectPng, starPng, startE2E } from "./e2e_server.ts";
 
-function heartPng(seed: number): Uint8Array {
-  return encodePng(renderScene(sampleScene(new Rng(seed), {
-    objectCount: 1,
-    shapes: ["heart"],
-    colours: ["orange"],
-    textures: ["striped"],
-    backgrounds: ["white"],
-  })));
-}
-
-function starPng(seed: number): Uint8Array {
-  return encodePng(renderScene(sampleScene(new Rng(seed), {
-    objectCount: 1,
-    shapes: ["star"],
-    colours: ["purple"],
-    textures: ["checkered"],
-    backgrounds: ["white"],
-  })));
-}
+const heartPng = (seed: number) => objectPng(seed, "heart", "orange", "striped");
 
 Deno.test("Custom Diffusion over HTTP: train two concepts, merge in closed form, generate with both", async (t) => {
   const e = await startE2E();

@@ -12,7 +12,12 @@
  */
 import { encodePng } from "../gpu-worker/image/png.ts";
 import { renderScene } from "../gpu-worker/shapesworld/render.ts";
-import { sampleScene } from "../gpu-worker/shapesworld/world.ts";
+import {
+  type ColourName,
+  sampleScene,
+  type ShapeName,
+  type TextureName,
+} from "../gpu-worker/shapesworld/world.ts";
 import { Rng } from "../gpu-worker/random.ts";
 import { GpuWorker, type GpuWorkerOptions } from "../gpu-worker/worker.ts";
 import { type Embedded, startEmbedded } from "../edge/embedded.ts";
@@ -182,13 +187,23 @@ async function readStream(url: string, key: string, ms: number): Promise<SseEven
   }
 }
 
-/** A ShapesWorld picture of a purple checkered star (the subject the tests teach), as PNG. */
-export function starPng(seed: number): Uint8Array {
+/** A ShapesWorld picture of one object on white, as PNG. */
+export function objectPng(
+  seed: number,
+  shape: ShapeName,
+  colour: ColourName,
+  texture: TextureName,
+): Uint8Array {
   return encodePng(renderScene(sampleScene(new Rng(seed), {
     objectCount: 1,
-    shapes: ["star"],
-    colours: ["purple"],
-    textures: ["checkered"],
+    shapes: [shape],
+    colours: [colour],
+    textures: [texture],
     backgrounds: ["white"],
   })));
+}
+
+/** A purple checkered star (the subject the tests teach). */
+export function starPng(seed: number): Uint8Array {
+  return objectPng(seed, "star", "purple", "checkered");
 }

@@ -42,12 +42,13 @@ import {
   resizeShorterSide,
   type TrainingImage,
 } from "../training/data.ts";
-import { type ProgressEvent, runTraining } from "../training/loop.ts";
+import { runTraining } from "../training/loop.ts";
 import { scaledPosterior, unpackPosterior } from "../training/posterior.ts";
 import type { RgbImage } from "../image/png.ts";
 import { Tensor } from "../tensor.ts";
 import { Rng } from "../random.ts";
 import { ClassImageCache } from "./class_images.ts";
+import type { MethodRunOptions } from "./method_run.ts";
 import { baseModelFacts, priorPreservationBatch, TINY_UNET_PARAMETERS } from "./dreambooth.ts";
 import { customDiffusionAugment } from "./custom_diffusion_augment.ts";
 import {
@@ -251,18 +252,9 @@ export function resolveCustomDiffusionConfig(
   };
 }
 
-export interface CustomDiffusionOptions {
-  model: string;
+export interface CustomDiffusionOptions extends MethodRunOptions {
   concepts: ConceptSpec[];
   config: CustomDiffusionConfigInput;
-  out: string;
-  /** Root of the class-image cache; default `out`. */
-  cacheDir?: string;
-  checkpointEvery?: number;
-  resume?: boolean;
-  onProgress?: (e: ProgressEvent) => void;
-  onLog?: (line: string) => void;
-  signal?: AbortSignal;
 }
 
 export interface CustomDiffusionResult {

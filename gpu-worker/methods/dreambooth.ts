@@ -47,12 +47,13 @@ import {
   resizeShorterSide,
   type TrainingImage,
 } from "../training/data.ts";
-import { type ProgressEvent, runTraining } from "../training/loop.ts";
+import { runTraining } from "../training/loop.ts";
 import { scaledPosterior, unpackPosterior } from "../training/posterior.ts";
 import { copyFolder } from "../training/finetune.ts";
 import { decodeLora, LORA_FILE_NAME, toLoraWeights } from "../adapters/lora.ts";
 import type { LoraWeights } from "../pipelines/stable_diffusion.ts";
 import { ClassImageCache } from "./class_images.ts";
+import type { MethodRunOptions } from "./method_run.ts";
 import { Rng } from "../random.ts";
 
 /**
@@ -261,21 +262,11 @@ export function priorPreservationBatch(
   ];
 }
 
-export interface DreamBoothOptions {
-  /** Base model folder (diffusers layout). */
-  model: string;
+/** `out` gets the LoRA file or the full model, plus `checkpoints/`. */
+export interface DreamBoothOptions extends MethodRunOptions {
   /** Folder of instance images, or loaded images (a caption, when an image has one, replaces the prompt). */
   images: string | TrainingImage[];
   config: DreamBoothConfigInput;
-  /** Output folder: the LoRA file or the full model, plus `checkpoints/`. */
-  out: string;
-  /** Root of the class-image cache (`<cacheDir>/class_images/<key>/`); default `out`. */
-  cacheDir?: string;
-  checkpointEvery?: number;
-  resume?: boolean;
-  onProgress?: (e: ProgressEvent) => void;
-  onLog?: (line: string) => void;
-  signal?: AbortSignal;
 }
 
 export interface DreamBoothResult {
