@@ -1,6 +1,7 @@
 /**
  * LoRA adapters as files: diffusers' current (PEFT) layout, `unet.<module>.lora_A.weight` [rank, in] and
- * `unet.<module>.lora_B.weight` [out, rank], with rank, alpha and what the adapter was trained for in the
+ * `unet.<module>.lora_B.weight` [out, rank] (text-encoder modules under `text_encoder.text_model.<module>`),
+ * with rank, alpha and what the adapter was trained for in the
  * safetensors metadata; loaded back into the pipeline's `LoraWeights`. Older diffusers keys
  * (`<module>.lora.down.weight` / `.lora.up.weight`) are read too.
  *
@@ -25,11 +26,22 @@ export interface LoraAdapter {
 
 export const LORA_FILE_NAME = "pytorch_lora_weights.safetensors";
 
+/** Text-encoder module paths (CLIP's `encoder.layers.N...`, without `text_model.`); the rest are the UNet's. */
+export function isTextEncoderPath(path: string): boolean {
+  return path.startsWith("encoder.layers.");
+}
+
+/** The key prefix of a module in diffusers' files: `unet.` or `text_encoder.text_model.`. */
+export function loraKeyPrefix(path: string): string {
+  return isTextEncoderPath(path) ? "text_encoder.text_model." : "unet.";
+}
+
 export function encodeLora(a: LoraAdapter, info: Record<string, unknown> = a.info ?? {}): Uint8Array {
   const tensors: Parameters<typeof writeSafetensors>[0] = {};
   for (const [path, m] of a.modules) {
-    tensors[`unet.${path}.lora_A.weight`] = { dtype: "F32", shape: [a.rank, m.inFeatures], data: m.down };
-    tensors[`unet.${path}.lora_B.weight`] = { dtype: "F32", shape: [m.outFeatures, a.rank], data: m.up };
+    const k = loraKeyPrefix(path) + path;
+    tensors[`${k}.lora_A.weight`] = { dtype: "F32", shape: [a.rank, m.inFeatures], data: m.down };
+    tensors[`${k}.lora_B.weight`] = { dtype: "F32", shape: [m.outFeatures, a.rank], data: m.up };
   }
   return writeSafetensors(tensors, {
     format: "pt",
@@ -45,16 +57,13 @@ export function decodeLora(bytes: Uint8Array, source: string): LoraAdapter {
   const modules: LoraAdapter["modules"] = new Map();
   let rank = 0;
   for (const key of f.names()) {
-    const m = key.match(/^(?:unet\.)?(.+?)\.(?:lora_A\.weight|lora\.down\.weight)$/);
+    const m = key.match(
+      /^(unet\.|text_encoder\.(?:text_model\.)?)?(.+?)\.(?:lora_A\.weight|lora\.down\.weight)$/,
+    );
     if (!m) continue;
-    const path = m[1];
-    const upKey = [
-      `unet.${path}.lora_B.weight`,
-      `${path}.lora_B.weight`,
-      `${path}.lora.up.weight`,
-      `unet.${path}.lora.up.weight`,
-    ]
-      .find((k) => f.has(k));
+    const prefix = m[1] ?? "";
+    const path = m[2];
+    const upKey = [`${prefix}${path}.lora_B.weight`, `${prefix}${path}.lora.up.weight`].find((k) => f.has(k));
     if (!upKey) throw new RangeError(`${source}: "${key}" has no matching up/lora_B tensor`);
     const d = f.entry(key).shape, u = f.entry(upKey).shape;
     if (d.length !== 2 || u.length !== 2 || d[0] !== u[1]) {

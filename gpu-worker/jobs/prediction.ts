@@ -49,7 +49,7 @@ export function previewPng(img: RgbImage, size: number): string {
 
 /** Adapter module paths must be LoRA slots of the base model (else the adapter would silently do nothing). */
 function checkAdapterFits(pipe: StableDiffusionPipeline, id: string, use: AdapterUse) {
-  const slots = new Set(pipe.loraModules.map((m) => m.path));
+  const slots = new Set([...pipe.loraModules, ...pipe.textLoraModules].map((m) => m.path));
   const foreign = [...use.lora.modules.keys()].filter((p) => !slots.has(p));
   if (foreign.length) {
     throw new RangeError(

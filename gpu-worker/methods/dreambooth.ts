@@ -7,9 +7,9 @@
  * Modes: `lora` (default) trains LoRA factors on to_q/to_k/to_v/to_out.0 of every attention (attn1 and attn2),
  * gaussian-initialized as diffusers' DreamBooth LoRA script, and writes `pytorch_lora_weights.safetensors` with
  * diffusers keys (`unet.<module>.lora.down.weight` / `.lora.up.weight`) and the token, class word and training
- * config in its metadata; `full` trains every UNet weight (and, with `train_text_encoder`, every text-encoder
- * weight) and writes a model folder. Text-encoder LoRA is not offered: the inference pipeline has LoRA slots on
- * the UNet only, so `train_text_encoder` needs mode `full`.
+ * config in its metadata; with `train_text_encoder` also LoRA on q/k/v/out_proj of the text encoder's
+ * self-attentions (keys `text_encoder.text_model.<module>...`, as diffusers' script writes them). `full` trains
+ * every UNet weight (and, with `train_text_encoder`, every text-encoder weight) and writes a model folder.
  *
  * Batches follow diffusers: dataset item k pairs instance image k mod N_inst with class image k mod N_class,
  * each micro-batch is its instance half then its class half in one graph run, with per-sample loss weights
@@ -31,6 +31,7 @@ import {
   DEFAULT_LORA_TARGETS,
   loadModelFolder,
   type ModelFolder,
+  TEXT_ENCODER_LORA_TARGETS,
   textEncoderPrefix,
   vaeEncoderGraph,
 } from "../models/model_folder.ts";
@@ -50,7 +51,7 @@ import {
 import { runTraining } from "../training/loop.ts";
 import { scaledPosterior, unpackPosterior } from "../training/posterior.ts";
 import { copyFolder } from "../training/finetune.ts";
-import { decodeLora, LORA_FILE_NAME, toLoraWeights } from "../adapters/lora.ts";
+import { decodeLora, LORA_FILE_NAME, loraKeyPrefix, toLoraWeights } from "../adapters/lora.ts";
 import type { LoraWeights } from "../pipelines/stable_diffusion.ts";
 import { ClassImageCache } from "./class_images.ts";
 import type { MethodRunOptions } from "./method_run.ts";
@@ -80,7 +81,7 @@ export const DreamBoothConfig = z.object({
   num_class_images: z.number().int().min(1).max(1000).default(100),
   /** lambda, the weight of the class (prior) loss. */
   prior_loss_weight: z.number().min(0).max(100).default(1),
-  /** Also train the text encoder (every weight; mode `full` only). */
+  /** Also train the text encoder: LoRA on its self-attention projections (mode lora), every weight (full). */
   train_text_encoder: z.boolean().default(false),
   /** Must be the base model's native resolution when given. */
   resolution: z.number().int().min(8).max(2048).optional(),
@@ -174,11 +175,6 @@ export function resolveDreamBoothConfig(
   const prior = c.with_prior_preservation ?? classWord !== "";
   if (prior && !classWord) {
     throw new RangeError(`with_prior_preservation needs class_word (the class prompt is "a {class_word}")`);
-  }
-  if (c.train_text_encoder && c.mode !== "full") {
-    throw new RangeError(
-      "train_text_encoder needs mode full: text-encoder LoRA is not offered (inference has UNet LoRA slots only)",
-    );
   }
   if (c.resolution !== undefined && c.resolution !== model.resolution) {
     throw new RangeError(`resolution ${c.resolution}: this base model trains at ${model.resolution}`);
@@ -351,7 +347,11 @@ export async function dreamBooth(runner: EngineRunner, o: DreamBoothOptions): Pr
         }
         : undefined,
       unetTrainable: cfg.mode === "full" ? () => true : undefined,
-      textEncoder: cfg.train_text_encoder ? { trainable: () => true } : undefined,
+      textEncoder: !cfg.train_text_encoder
+        ? undefined
+        : cfg.mode === "full"
+        ? { trainable: () => true }
+        : { lora: { targets: TEXT_ENCODER_LORA_TARGETS } },
     });
     const tr = trainer;
 
@@ -474,8 +474,9 @@ async function writeLora(
     const path = t.name.match(/^lora\.(.+)\.down$/)?.[1];
     if (!path) continue;
     const up = byName.get(loraInputNames(path).up)!;
-    tensors[`unet.${path}.lora.down.weight`] = { dtype: "F32", shape: t.shape, data: t.data };
-    tensors[`unet.${path}.lora.up.weight`] = { dtype: "F32", shape: up.shape, data: up.data };
+    const key = loraKeyPrefix(path) + path;
+    tensors[`${key}.lora.down.weight`] = { dtype: "F32", shape: t.shape, data: t.data };
+    tensors[`${key}.lora.up.weight`] = { dtype: "F32", shape: up.shape, data: up.data };
   }
   const name = o.out.split("/").filter(Boolean).pop() ?? "dreambooth";
   const path = `${o.out}/${LORA_FILE_NAME}`;

@@ -99,11 +99,6 @@ Deno.test("settings: METHODS.md defaults, scaled for the tiny model, prior prese
     RangeError,
     "with_prior_preservation needs class_word",
   );
-  assertThrows(
-    () => resolveDreamBoothConfig({ class_word: "star", train_text_encoder: true }, TINY),
-    RangeError,
-    "train_text_encoder needs mode full",
-  );
   assertThrows(() => resolveDreamBoothConfig({ resolution: 512 }, TINY), RangeError, "trains at 64");
   assertThrows(() => resolveDreamBoothConfig({ rnak: 4 } as never, TINY), Error, "rnak");
 });
@@ -266,6 +261,58 @@ Deno.test("LoRA with prior preservation: class examples join each batch; a diffu
         const one = (await pipe.generate({ ...o, adapters: [{ lora: db.lora, scale: 1 }] })).images[0];
         assertEquals(zero.rgb, none.rgb, "scale 0 is the base model");
         assert(one.rgb.some((v, i) => v !== none.rgb[i]), "scale 1 changes the image");
+      } finally {
+        await pipe.release();
+      }
+    })
+  );
+});
+
+Deno.test("LoRA with train_text_encoder: text-encoder LoRA on the self-attention projections, applied at inference", async () => {
+  await withTemp((dir) =>
+    withRunner(async (runner) => {
+      const out = `${dir}/rex`;
+      const r = await dreamBooth(runner, {
+        model: MODEL,
+        images: subject(2),
+        out,
+        cacheDir: dir,
+        config: { class_word: "star", steps: 3, with_prior_preservation: false, train_text_encoder: true },
+      });
+      const bytes = await Deno.readFile(r.outputs[0]);
+      const file = readSafetensors(bytes, LORA_FILE_NAME);
+      const text = file.names().filter((n) => n.startsWith("text_encoder."));
+      // 2 layers x q/k/v/out_proj x (down, up), diffusers' key layout.
+      assertEquals(text.length, 2 * 4 * 2);
+      assert(
+        text.every((n) =>
+          /^text_encoder\.text_model\.encoder\.layers\.\d\.self_attn\.(q|k|v|out)_proj\.lora\.(down|up)\.weight$/
+            .test(n)
+        ),
+        text.join(),
+      );
+      // The text LoRA trained: its up factors (zero at init) moved.
+      assert(text.filter((n) => n.endsWith("up.weight")).every((n) => file.float32(n).some((v) => v !== 0)));
+      const db = loadDreamBoothLora(bytes, LORA_FILE_NAME);
+      const textModules = [...db.lora.modules.keys()].filter((p) => p.startsWith("encoder.layers."));
+      assertEquals(textModules.length, 8);
+      const pipe = await StableDiffusionPipeline.load(MODEL, runner);
+      try {
+        assertEquals(textModules.sort(), pipe.textLoraModules.map((m) => m.path).sort());
+        // The text part alone changes the prompt's embedding, so the image.
+        const textOnly = {
+          ...db.lora,
+          modules: new Map([...db.lora.modules].filter(([p]) => textModules.includes(p))),
+        };
+        const o = { prompt: db.instancePrompt, seed: 3, steps: 3 };
+        const none = (await pipe.generate(o)).images[0];
+        const withText = (await pipe.generate({ ...o, adapters: [{ lora: textOnly, scale: 1 }] })).images[0];
+        assert(withText.rgb.some((v, i) => v !== none.rgb[i]), "the text-encoder LoRA changes the image");
+        const e0 = await pipe.encodePrompt([db.instancePrompt]);
+        const e1 = await pipe.encodePrompt([db.instancePrompt], [], [{ lora: textOnly, scale: 1 }]);
+        const e2 = await pipe.encodePrompt([db.instancePrompt], [], [{ lora: textOnly, scale: 0 }]);
+        assert(e1.f.some((v, i) => v !== e0.f[i]), "embedding changed");
+        assertEquals(e2.f, e0.f, "scale 0 is the base text encoder");
       } finally {
         await pipe.release();
       }

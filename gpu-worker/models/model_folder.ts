@@ -21,6 +21,8 @@ import { pathExists } from "../fs.ts";
 
 /** The attention projections that carry LoRA slots by default (diffusers' LoRA targets). */
 export const DEFAULT_LORA_TARGETS = [/attn[12]\.(to_q|to_k|to_v|to_out\.0)$/];
+/** Text-encoder LoRA slots: q/k/v/out_proj of every self-attention (diffusers' `--train_text_encoder` LoRA). */
+export const TEXT_ENCODER_LORA_TARGETS = [/self_attn\.(q_proj|k_proj|v_proj|out_proj)$/];
 
 export interface ModelFolder {
   dir: string;
@@ -99,19 +101,35 @@ export interface PipelineGraphs {
   vaeDecoder: GraphBuilder;
   /** The UNet modules that carry LoRA slots. */
   loraModules: { path: string; inFeatures: number; outFeatures: number }[];
+  /** The text-encoder modules that carry LoRA slots (paths without `text_model.`). */
+  textLoraModules: { path: string; inFeatures: number; outFeatures: number }[];
 }
 
-/** Builds the four graphs from the folder's weights; `lora` puts LoRA slots on the UNet. */
-export function buildPipelineGraphs(f: ModelFolder, opts: { lora?: LoraSlots } = {}): PipelineGraphs {
+/** Builds the four graphs from the folder's weights, with LoRA slots on the UNet and the text encoder. */
+export function buildPipelineGraphs(
+  f: ModelFolder,
+  opts: { lora?: LoraSlots; textLora?: LoraSlots } = {},
+): PipelineGraphs {
   const lora = opts.lora ?? { targets: DEFAULT_LORA_TARGETS };
-  const textEncoder = textEncoderGraph(f);
+  const textEncoder = new GraphBuilder("text_encoder");
+  const textCtx = new ModelContext(textEncoder, textEncoderWeights(f), {
+    lora: opts.textLora ?? { targets: TEXT_ENCODER_LORA_TARGETS },
+  });
+  buildClipTextModel(textCtx, f.textConfig, { extraTokens: true });
   const unet = new GraphBuilder("unet");
   const unetCtx = new ModelContext(unet, WeightSource.fromFiles([f.weights.unet]), { lora });
   buildUNet2DCondition(unetCtx, f.unetConfig);
   const vaeEncoder = vaeEncoderGraph(f);
   const vaeDecoder = new GraphBuilder("vae_decoder");
   buildVaeDecoder(new ModelContext(vaeDecoder, WeightSource.fromFiles([f.weights.vae])), f.vaeConfig);
-  return { textEncoder, unet, vaeEncoder, vaeDecoder, loraModules: unetCtx.loraModules };
+  return {
+    textEncoder,
+    unet,
+    vaeEncoder,
+    vaeDecoder,
+    loraModules: unetCtx.loraModules,
+    textLoraModules: textCtx.loraModules,
+  };
 }
 
 /** The VAE encoder graph alone (image -> latent_mean, latent_logvar), e.g. to cache training latents. */

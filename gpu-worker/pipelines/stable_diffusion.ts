@@ -101,6 +101,7 @@ export class StableDiffusionPipeline {
     private readonly vaeEnc: RemoteSession,
     private readonly vaeDec: RemoteSession,
     readonly loraModules: { path: string; inFeatures: number; outFeatures: number }[],
+    readonly textLoraModules: { path: string; inFeatures: number; outFeatures: number }[] = [],
   ) {}
 
   static async load(
@@ -118,11 +119,23 @@ export class StableDiffusionPipeline {
       session(runner, graphs.vaeEncoder, ep, cache),
       session(runner, graphs.vaeDecoder, ep, cache),
     ]);
-    return new StableDiffusionPipeline(folder, text, unet, vaeEnc, vaeDec, graphs.loraModules);
+    return new StableDiffusionPipeline(
+      folder,
+      text,
+      unet,
+      vaeEnc,
+      vaeDec,
+      graphs.loraModules,
+      graphs.textLoraModules,
+    );
   }
 
   /** Text embeddings [texts, L, D] for prompts (padded to the tokenizer's length). */
-  async encodePrompt(texts: string[], tokens: GenerateOptions["tokens"] = []): Promise<Tensor> {
+  async encodePrompt(
+    texts: string[],
+    tokens: GenerateOptions["tokens"] = [],
+    adapters: AdapterUse[] = [],
+  ): Promise<Tensor> {
     // Tokens, ids and rows are settled synchronously, so concurrent calls with other tokens cannot interleave.
     const rows = new Map(this.extraEmbeddings);
     for (const [k, id] of this.registerTokens(tokens).entries()) {
@@ -138,7 +151,12 @@ export class StableDiffusionPipeline {
       truncation: true,
     });
     const ids = Tensor.i64([texts.length, maxLength], inputIds.flat());
-    const out = await this.text.run({ input_ids: ids, [EXTRA_TOKENS_INPUT]: this.extraRows(rows) }, [
+    const out = await this.text.run({
+      input_ids: ids,
+      [EXTRA_TOKENS_INPUT]: this.extraRows(rows),
+      // A per-step scale is taken at step 0: the prompt is encoded once.
+      ...this.loraFeeds(this.textLoraModules, adapters, 0, 1),
+    }, [
       "last_hidden_state",
     ]);
     return out.last_hidden_state;
@@ -251,10 +269,15 @@ export class StableDiffusionPipeline {
     return { width, height, n, steps, guidance, strength, seed };
   }
 
-  /** LoRA feeds for every slot: adapters concatenated along the rank, one scale per rank row. */
-  private loraFeeds(adapters: AdapterUse[], step: number, total: number): Record<string, Tensor> {
+  /** LoRA feeds for every slot of `modules`: adapters concatenated along the rank, one scale per rank row. */
+  private loraFeeds(
+    modules: { path: string; inFeatures: number; outFeatures: number }[],
+    adapters: AdapterUse[],
+    step: number,
+    total: number,
+  ): Record<string, Tensor> {
     const feeds: Record<string, Tensor> = {};
-    for (const m of this.loraModules) {
+    for (const m of modules) {
       const uses = adapters.filter((a) => a.lora.modules.has(m.path));
       const rank = uses.reduce((r, a) => r + a.lora.modules.get(m.path)!.rank, 0);
       const names = loraInputNames(m.path);
@@ -300,7 +323,7 @@ export class StableDiffusionPipeline {
     const cfg = v.guidance > 1;
     const prompts = Array(v.n).fill(o.prompt);
     const negatives = Array(v.n).fill(o.negativePrompt ?? "");
-    const emb = await this.encodePrompt(cfg ? [...negatives, ...prompts] : prompts, o.tokens);
+    const emb = await this.encodePrompt(cfg ? [...negatives, ...prompts] : prompts, o.tokens, o.adapters);
 
     const C = f.unetConfig.in_channels;
     const h = v.height / f.vaeScaleFactor, w = v.width / f.vaeScaleFactor;
@@ -331,7 +354,7 @@ export class StableDiffusionPipeline {
         sample: Tensor.f32([batch, C, h, w], input),
         timestep: Tensor.f32([batch], Array(batch).fill(t)),
         encoder_hidden_states: emb,
-        ...this.loraFeeds(adapters, i, timesteps.length),
+        ...this.loraFeeds(this.loraModules, adapters, i, timesteps.length),
       }, ["out_sample"]);
       evals++;
       let pred = out.out_sample.f;

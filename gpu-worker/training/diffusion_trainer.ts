@@ -47,8 +47,12 @@ export interface DiffusionTrainingOptions {
   };
   /** Raw UNet weights to train, by diffusers name (e.g. K/V of attn2, or every weight). */
   unetTrainable?: (name: string) => boolean;
-  /** Put the text encoder in the graph (needed to train any of it); names without the `text_model.` prefix. */
-  textEncoder?: { trainable?: (name: string) => boolean; extraTokens?: number };
+  /**
+   * Put the text encoder in the graph (needed to train any of it); names without the `text_model.` prefix.
+   * `lora` puts trained LoRA factors on its linears (module paths like `encoder.layers.0.self_attn.q_proj`),
+   * with the UNet LoRA's rank, alpha and init.
+   */
+  textEncoder?: { trainable?: (name: string) => boolean; extraTokens?: number; lora?: { targets: RegExp[] } };
   /** Default: the folder's scheduler config, else epsilon. */
   predictionType?: PredictionType;
   /** Min-SNR-gamma loss weighting (diffusers' --snr_gamma); off when absent. */
@@ -105,12 +109,16 @@ export class DiffusionTrainer {
     const fixedFeeds: Record<string, Tensor> = {};
 
     let ehs: Value | undefined;
+    const loraContexts: ModelContext[] = [];
     const withText = !!o.textEncoder;
     if (o.textEncoder) {
       const t = o.textEncoder;
+      if (t.lora && !o.lora) throw new RangeError("textEncoder.lora needs lora (its rank, alpha and init)");
       const ctx = new ModelContext(g, textEncoderWeights(folder), {
         trainable: t.trainable,
+        lora: t.lora && o.lora ? { targets: t.lora.targets, rank: o.lora.rank } : undefined,
       });
+      loraContexts.push(ctx);
       ehs = buildClipTextModel(ctx, folder.textConfig, {
         batch: B,
         sequence: L,
@@ -139,9 +147,12 @@ export class DiffusionTrainer {
       noOutput: true,
     });
     for (const [name, v] of unetCtx.trainables) trained.push({ name, ...v, kind: "unet" });
+    loraContexts.push(unetCtx);
     if (o.lora) {
       const rng = new Rng(o.lora.seed ?? 0);
-      for (const m of unetCtx.loraModules) {
+      // UNet slots first (the order of a UNet-only run), then the text encoder's.
+      const modules = [unetCtx, ...loraContexts.filter((c) => c !== unetCtx)].flatMap((c) => c.loraModules);
+      for (const m of modules) {
         const n = loraInputNames(m.path);
         // PEFT's inits: down random, up = 0, so training starts at the base model.
         const bound = 1 / Math.sqrt(m.inFeatures);
