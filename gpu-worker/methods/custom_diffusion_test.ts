@@ -5,7 +5,7 @@
  * exactly as a UNet holding the fine-tuned weights, compression, and resume replaying a run.
  */
 import { assert, assertEquals, assertThrows } from "../testing.ts";
-import { EngineRunner } from "../ort/runner.ts";
+import { withRunner, withTemp as withTempDir } from "../ort/test_scaffold.ts";
 import {
   CUSTOM_DIFFUSION_ADAPTER_FILE,
   customDiffusion,
@@ -54,23 +54,7 @@ function images(n: number, shape: "star" | "heart", colour: "purple" | "orange")
   }));
 }
 
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "custom_diffusion_test_" });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function withRunner<T>(fn: (runner: EngineRunner) => Promise<T>): Promise<T> {
-  const runner = new EngineRunner();
-  try {
-    return await fn(runner);
-  } finally {
-    runner.terminate();
-  }
-}
+const withTemp = <T>(fn: (dir: string) => Promise<T>) => withTempDir("custom_diffusion_test_", fn);
 
 Deno.test("settings: METHODS.md defaults scaled for the tiny model; wrong tokens refused with the reason", async () => {
   const folder = await loadModelFolder(MODEL);

@@ -5,7 +5,8 @@
  * write their outputs, the LoRA applied at inference with a scale, and resume replaying a run exactly.
  */
 import { assert, assertEquals, assertRejects, assertThrows } from "../testing.ts";
-import { EngineRunner } from "../ort/runner.ts";
+import type { EngineRunner } from "../ort/runner.ts";
+import { withRunner, withTemp as withTempDir } from "../ort/test_scaffold.ts";
 import {
   dreamBooth,
   DREAMBOOTH_SCALE_DEFAULTS,
@@ -50,23 +51,7 @@ function subject(n: number): TrainingImage[] {
   }));
 }
 
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "dreambooth_test_" });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function withRunner<T>(fn: (runner: EngineRunner) => Promise<T>): Promise<T> {
-  const runner = new EngineRunner();
-  try {
-    return await fn(runner);
-  } finally {
-    runner.terminate();
-  }
-}
+const withTemp = <T>(fn: (dir: string) => Promise<T>) => withTempDir("dreambooth_test_", fn);
 
 Deno.test("settings: METHODS.md defaults, scaled for the tiny model, prior preservation on with a class word", () => {
   const tiny = resolveDreamBoothConfig({ class_word: "star" }, TINY);

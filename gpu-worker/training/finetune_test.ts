@@ -5,7 +5,8 @@
  * clear errors, and an AbortSignal stops a run.
  */
 import { assert, assertEquals, assertRejects, relativeError } from "../testing.ts";
-import { EngineRunner } from "../ort/runner.ts";
+import type { EngineRunner } from "../ort/runner.ts";
+import { withRunner, withTemp as withTempDir } from "../ort/test_scaffold.ts";
 import { fineTune, type FineTuneOptions, type FineTuneResult } from "./finetune.ts";
 import { decodeLora, LORA_FILE_NAME, toLoraWeights } from "../adapters/lora.ts";
 import { StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
@@ -41,23 +42,7 @@ async function imageFolder(dir: string, count: number, sizes: number[] = [64]): 
   return dir;
 }
 
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "finetune_test_" });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function withRunner<T>(fn: (runner: EngineRunner) => Promise<T>): Promise<T> {
-  const runner = new EngineRunner();
-  try {
-    return await fn(runner);
-  } finally {
-    runner.terminate();
-  }
-}
+const withTemp = <T>(fn: (dir: string) => Promise<T>) => withTempDir("finetune_test_", fn);
 
 /** One LoRA run shared by the loss and the pipeline tests: its result and the adapter file's bytes. */
 let loraRun: Promise<{ result: FineTuneResult; bytes: Uint8Array }> | undefined;
