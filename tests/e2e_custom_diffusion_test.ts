@@ -126,6 +126,44 @@ Deno.test("Custom Diffusion over HTTP: train two concepts, merge in closed form,
       },
     );
 
+    await t.step(
+      "joint training of both concepts in one run makes one adapter with both tokens",
+      async () => {
+        const res = await e.json("/v1/trainings", {
+          method: "custom_diffusion",
+          base_model: "tiny-shapes",
+          destination: "pair",
+          input: {
+            concepts: [
+              { images: stars, modifier_token: "<s1>", class_word: "star" },
+              { images: hearts, modifier_token: "<h1>", class_word: "heart" },
+            ],
+            steps: 2,
+            num_class_images: 1,
+            seed: 2,
+          },
+        });
+        assertEquals(res.status, 201, await res.clone().text());
+        const job = await res.json();
+        assertEquals(job.input.steps, 2);
+        const done = await e.poll(
+          `/v1/trainings/${job.id}`,
+          (b) => b.status === "succeeded" || b.status === "failed",
+        );
+        assertEquals(done.status, "succeeded", String(done.error));
+        assertEquals((done.metrics as Record<string, number>).concepts, 2);
+        const id = (done.output as { adapter: string }).adapter;
+        const rec = await (await e.api(`/v1/adapters/${id}`)).json();
+        assertEquals([rec.token, rec.class_word], ["<s1>", "star"]);
+        const w = await e.api(`/v1/adapters/${id}/weights`);
+        const a = decodeCustomDiffusion(new Uint8Array(await w.arrayBuffer()), "pair");
+        assertEquals(
+          a.tokens.map((x) => x.token),
+          ["<s1>", "<h1>"],
+        );
+      },
+    );
+
     await t.step("a LoRA cannot join a Custom Diffusion merge: the job fails and says why", async () => {
       const lora = await e.json("/v1/trainings", {
         method: "dreambooth",

@@ -147,6 +147,13 @@ export function decodeCustomDiffusion(bytes: Uint8Array, source: string): Custom
   } catch {
     info = {};
   }
+  // Tensors come back in key order; the run's own order (info.tokens) pairs them with info.class_words.
+  const order = Array.isArray(info.tokens) ? (info.tokens as unknown[]).map(String) : [];
+  const rank = (t: ModifierToken) => {
+    const i = order.indexOf(t.token);
+    return i < 0 ? order.length : i;
+  };
+  tokens.sort((a, b) => rank(a) - rank(b));
   return { name: String(info.name ?? source), layers, tokens, info };
 }
 
