@@ -26,11 +26,7 @@ import type { ProgressEvent } from "../training/loop.ts";
 import { SafetensorsError } from "../models/safetensors.ts";
 import { LORA_FILE_NAME } from "../adapters/lora.ts";
 import { dreamBooth, DreamBoothConfig, type DreamBoothResult } from "../methods/dreambooth.ts";
-import {
-  customDiffusion,
-  CustomDiffusionConfig,
-  type CustomDiffusionResult,
-} from "../methods/custom_diffusion.ts";
+import { customDiffusion, CustomDiffusionConfig } from "../methods/custom_diffusion.ts";
 import type { BlobRef } from "../../shared/worker_protocol.ts";
 import { type JobContext, type JobResult, resolveBlob } from "./job.ts";
 
@@ -188,97 +184,117 @@ export async function train(ctx: JobContext): Promise<JobResult> {
     );
   }
   const model = engine.modelDir(job.baseModel);
+  const images = await loadImages(ctx, imageNames, captions);
+  const prompt = `a ${config.token} ${config.class_word}`.trim();
+  const captioned = images.filter((i) => i.caption !== null).length;
+  lease.log(
+    `training a rank-${config.rank} LoRA on ${images.length} image(s) (${captioned} captioned), "${prompt}", ` +
+      `${config.steps} steps (${job.method})`,
+  );
+  return await trainingRun(ctx, config.steps, async (run) => {
+    let result: FineTuneResult;
+    let prior: Record<string, number> = { prior_preservation: 0 };
+    if (job.method === "dreambooth") {
+      const r = await dreamBooth(engine.runner, {
+        model,
+        images,
+        config,
+        ...run.options,
+        cacheDir: settings.workDir,
+        onLog: (line) => lease.log(line),
+      });
+      result = r;
+      if (r.config.with_prior_preservation) prior = priorMetrics(r);
+    } else {
+      result = await fineTune(engine.runner, {
+        model,
+        images,
+        prompt,
+        method: "lora",
+        steps: config.steps,
+        learningRate: config.learning_rate ?? 1e-4,
+        rank: config.rank,
+        batchSize: config.batch_size,
+        seed: config.seed,
+        ...run.options,
+      });
+    }
+    const blob = await edge.putBlob(await Deno.readFile(`${run.options.out}/${LORA_FILE_NAME}`), SAFETENSORS);
+    return { output: { blob, contentType: SAFETENSORS, name: LORA_FILE_NAME }, result, metrics: prior };
+  });
+}
+
+/** What one training run reports, whatever the method. */
+interface RunOutcome {
+  output: JobResult["outputs"][number];
+  result: { losses: number[]; evalLoss: { before: number; after: number }; trainedParameters: number };
+  metrics: Record<string, number>;
+}
+
+/** The options a run takes from its frame (spread into the method's options). */
+interface RunOptions {
+  out: string;
+  checkpointEvery: number;
+  resume: boolean;
+  signal: AbortSignal;
+  onProgress: (e: ProgressEvent) => void;
+}
+
+/**
+ * The frame every training job runs in: a fresh work folder (removed afterwards), the job's checkpoint restored
+ * into it, progress and log lines on every step, checkpoints uploaded as the loop writes them (the last one
+ * flushed when the worker stops), and the metrics all methods share.
+ */
+async function trainingRun(
+  ctx: JobContext,
+  steps: number,
+  train: (run: { options: RunOptions }) => Promise<RunOutcome>,
+): Promise<JobResult> {
+  const { job, lease, settings } = ctx;
   const started = performance.now();
   const out = `${settings.workDir}/${job.id}`;
   await Deno.remove(out, { recursive: true }).catch(() => {});
   await Deno.mkdir(`${out}/checkpoints`, { recursive: true });
   try {
-    let resumedFrom = 0;
-    if (job.checkpoint) {
-      const bytes = await edge.getBlob(job.checkpoint);
-      try {
-        resumedFrom = decodeCheckpoint(bytes, "job checkpoint").step;
-        await Deno.writeFile(`${out}/checkpoints/${checkpointFileName(resumedFrom)}`, bytes);
-        lease.log(`attempt ${job.attempt}: resuming from the checkpoint at step ${resumedFrom}`);
-      } catch (e) {
-        // A checkpoint we cannot read costs the steps it held, not the job.
-        if (!(e instanceof CheckpointError || e instanceof SafetensorsError)) throw e;
-        lease.log(`attempt ${job.attempt}: checkpoint unusable (${e.message}); starting over`);
-      }
-    }
-    const images = await loadImages(ctx, imageNames, captions);
-    const prompt = `a ${config.token} ${config.class_word}`.trim();
-    const every = settings.checkpointEvery ?? defaultCheckpointEvery(config.steps);
+    const resumedFrom = await restoreCheckpoint(ctx, out);
+    const every = settings.checkpointEvery ?? defaultCheckpointEvery(steps);
     const uploader = new CheckpointUploader(`${out}/checkpoints`, ctx, resumedFrom);
     let stepsRun = 0;
-    const captioned = images.filter((i) => i.caption !== null).length;
-    lease.log(
-      `training a rank-${config.rank} LoRA on ${images.length} image(s) (${captioned} captioned), "${prompt}", ` +
-        `${config.steps} steps (${job.method})`,
-    );
-    const onProgress = (e: ProgressEvent) => {
-      stepsRun++;
-      const eta = Number.isFinite(e.etaSeconds) ? Math.round(e.etaSeconds * 10) / 10 : undefined;
-      lease.progress({ step: e.step, total: e.steps, loss: e.loss, eta_s: eta });
-      lease.log(`step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)}`);
-      if (e.step % every === 0 && e.step < e.steps) uploader.expect(e.step);
-    };
-    let result: FineTuneResult;
-    let prior: Record<string, number> = { prior_preservation: 0 };
+    let outcome: RunOutcome;
     try {
-      if (job.method === "dreambooth") {
-        const r = await dreamBooth(engine.runner, {
-          model,
-          images,
-          config,
-          out,
-          cacheDir: settings.workDir,
-          checkpointEvery: every,
-          resume: resumedFrom > 0,
-          signal: lease.signal,
-          onProgress,
-          onLog: (line) => lease.log(line),
-        });
-        result = r;
-        if (r.config.with_prior_preservation) prior = priorMetrics(r);
-      } else {
-        result = await fineTune(engine.runner, {
-          model,
-          images,
-          prompt,
-          method: "lora",
-          steps: config.steps,
-          learningRate: config.learning_rate ?? 1e-4,
-          rank: config.rank,
-          batchSize: config.batch_size,
-          seed: config.seed,
+      outcome = await train({
+        options: {
           out,
           checkpointEvery: every,
           resume: resumedFrom > 0,
           signal: lease.signal,
-          onProgress,
-        });
-      }
+          onProgress: (e) => {
+            stepsRun++;
+            const eta = Number.isFinite(e.etaSeconds) ? Math.round(e.etaSeconds * 10) / 10 : undefined;
+            lease.progress({ step: e.step, total: e.steps, loss: e.loss, eta_s: eta });
+            lease.log(`step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)}`);
+            if (e.step % every === 0 && e.step < e.steps) uploader.expect(e.step);
+          },
+        },
+      });
     } catch (e) {
       // A worker that stops hands the job back: the loop saved its last update, send it along.
       if (lease.stoppedBy === "stopping") await uploader.flush();
       throw e;
     }
     await uploader.idle();
-    const bytes = await Deno.readFile(`${out}/${LORA_FILE_NAME}`);
-    const blob = await edge.putBlob(bytes, SAFETENSORS);
-    const losses = result.losses;
+    const { result } = outcome;
     return {
-      outputs: [{ blob, contentType: SAFETENSORS, name: LORA_FILE_NAME }],
+      outputs: [outcome.output],
       metrics: {
-        steps: config.steps,
+        steps,
         steps_run: stepsRun,
         resumed_from_step: resumedFrom,
-        loss: losses[losses.length - 1],
+        loss: result.losses[result.losses.length - 1],
         eval_loss_before: result.evalLoss.before,
         eval_loss_after: result.evalLoss.after,
         trained_parameters: result.trainedParameters,
-        ...prior,
+        ...outcome.metrics,
         train_time: Math.round((performance.now() - started) / 10) / 100,
       },
     };
@@ -328,62 +344,28 @@ async function trainCustomDiffusion(ctx: JobContext): Promise<JobResult> {
       class_word: config.class_word ?? "",
       regularization,
     }];
-  const started = performance.now();
-  const out = `${settings.workDir}/${job.id}`;
-  await Deno.remove(out, { recursive: true }).catch(() => {});
-  await Deno.mkdir(`${out}/checkpoints`, { recursive: true });
-  try {
-    const resumedFrom = await restoreCheckpoint(ctx, out);
-    const steps = config.steps ?? (specs.length > 1 ? 500 : 250);
-    const every = settings.checkpointEvery ?? defaultCheckpointEvery(steps);
-    const uploader = new CheckpointUploader(`${out}/checkpoints`, ctx, resumedFrom);
-    let stepsRun = 0;
-    let r: CustomDiffusionResult;
-    try {
-      r = await customDiffusion(engine.runner, {
-        model: engine.modelDir(job.baseModel),
-        concepts: specs,
-        config: { ...config, steps },
-        out,
-        cacheDir: settings.workDir,
-        checkpointEvery: every,
-        resume: resumedFrom > 0,
-        signal: lease.signal,
-        onLog: (line) => lease.log(line),
-        onProgress: (e) => {
-          stepsRun++;
-          const eta = Number.isFinite(e.etaSeconds) ? Math.round(e.etaSeconds * 10) / 10 : undefined;
-          lease.progress({ step: e.step, total: e.steps, loss: e.loss, eta_s: eta });
-          lease.log(`step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)}`);
-          if (e.step % every === 0 && e.step < e.steps) uploader.expect(e.step);
-        },
-      });
-    } catch (e) {
-      if (lease.stoppedBy === "stopping") await uploader.flush();
-      throw e;
-    }
-    await uploader.idle();
+  const steps = config.steps ?? (specs.length > 1 ? 500 : 250);
+  return await trainingRun(ctx, steps, async (run) => {
+    const r = await customDiffusion(engine.runner, {
+      model: engine.modelDir(job.baseModel),
+      concepts: specs,
+      config: { ...config, steps },
+      ...run.options,
+      cacheDir: settings.workDir,
+      onLog: (line) => lease.log(line),
+    });
     const blob = await edge.putBlob(await Deno.readFile(r.adapterFile), SAFETENSORS);
     return {
-      outputs: [{ blob, contentType: SAFETENSORS, name: CUSTOM_DIFFUSION_OUTPUT_NAME }],
+      output: { blob, contentType: SAFETENSORS, name: CUSTOM_DIFFUSION_OUTPUT_NAME },
+      result: r,
       metrics: {
-        steps,
-        steps_run: stepsRun,
-        resumed_from_step: resumedFrom,
-        loss: r.losses[r.losses.length - 1],
-        eval_loss_before: r.evalLoss.before,
-        eval_loss_after: r.evalLoss.after,
-        trained_parameters: r.trainedParameters,
         concepts: specs.length,
         prior_preservation: r.config.with_prior_preservation ? 1 : 0,
         class_images_generated: r.classImages.generated,
         class_images_cached: r.classImages.reused,
         weights_bytes: r.size.stored,
         weights_bytes_uncompressed: r.size.full,
-        train_time: Math.round((performance.now() - started) / 10) / 100,
       },
     };
-  } finally {
-    await Deno.remove(out, { recursive: true }).catch(() => {});
-  }
+  });
 }
