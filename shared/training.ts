@@ -144,8 +144,8 @@ export const CreateMergeRequest = z.object({
     .min(2).max(16),
   destination: AdapterName,
   /**
-   * custom_diffusion: `sequence` (default) constrains every position of the concepts' prompts from the modifier
-   * token on, as a strong penalty; `exact` is the paper's hard constraint on the target words (and EOS).
+   * custom_diffusion: `sequence` (default) constrains every position of the concepts' prompts, as a strong
+   * penalty; `exact` is the paper's hard constraint on the target words (and EOS).
    */
   mode: z.enum(["sequence", "exact"]).optional(),
   ...jobOptions,

@@ -2,7 +2,7 @@
  * Merge jobs (`POST /v1/merges`): `custom_diffusion` merges separately trained Custom Diffusion concepts into
  * one adapter by the constrained least squares of the paper (`methods/custom_diffusion_compose.ts`): each
  * concept's prompt features map as its own weights map them (`mode: "exact"`: the target words, exactly;
- * default `sequence`: every position from the modifier on, as a strong penalty), everything else stays as
+ * default `sequence`: every position of its prompts, as a strong penalty), everything else stays as
  * close to the base model as the constraints allow. The output keeps every concept's modifier token.
  *
  * @example

@@ -48,7 +48,7 @@ import type { RgbImage } from "../image/png.ts";
 import { Tensor } from "../tensor.ts";
 import { Rng } from "../random.ts";
 import { ClassImageCache } from "./class_images.ts";
-import type { MethodRunOptions } from "./method_run.ts";
+import { type MethodRunOptions, runLoopOptions } from "./method_run.ts";
 import { baseModelFacts, priorPreservationBatch, TINY_UNET_PARAMETERS } from "./dreambooth.ts";
 import { customDiffusionAugment } from "./custom_diffusion_augment.ts";
 import {
@@ -421,13 +421,9 @@ export async function customDiffusion(
         },
         rng,
       );
-      const r = await enc.run({ image: Tensor.f32([1, 3, R, R], a.image) });
-      const n = r.latent_mean.f.length;
-      const latent = new Float32Array(n), latentStd = new Float32Array(n);
-      for (let i = 0; i < n; i++) {
-        latent[i] = r.latent_mean.f[i] * sf;
-        latentStd[i] = Math.exp(0.5 * r.latent_logvar.f[i]) * sf;
-      }
+      const { latent, latentStd } = unpackPosterior(
+        await scaledPosterior(enc, Tensor.f32([1, 3, R, R], a.image), sf),
+      );
       return { latent, latentStd, caption: a.prompt, mask: a.mask, weight: p.weight };
     };
     // Target images without augmentation, fixed noise: the same draws before and after training.
@@ -468,17 +464,7 @@ export async function customDiffusion(
       optimizer: { lr: cfg.learning_rate, betas: [0.9, 0.999], weightDecay: 1e-2, eps: 1e-8 },
       lrSchedule: { name: "constant" },
       maxGradNorm: cfg.max_grad_norm,
-      checkpoint: o.checkpointEvery
-        ? {
-          dir: `${o.out}/checkpoints`,
-          every: o.checkpointEvery,
-          keep: 2,
-          config: { method: "custom_diffusion", ...cfg },
-        }
-        : undefined,
-      resume: o.resume,
-      onProgress: o.onProgress,
-      signal: o.signal,
+      ...runLoopOptions(o, "custom_diffusion", cfg),
       gradients: async (mb) => {
         const examples: TrainingExample[] = [];
         for (const p of plan(mb.indices, sizes, prior, cfg.prior_loss_weight)) {

@@ -5,11 +5,12 @@
  *     `custom_diffusion/regularization_captions.txt`, one caption per line, as the paper's LAION captions; else
  *     seeded ShapesWorld captions, the tiny model's world);
  *   - target features of concept n: "<newN> {class}" and "photo of a <newN> {class}" (METHODS.md), encoded
- *     with the concept's own token embedding, from the modifier token on (the words before it do not depend
- *     on the concept under CLIP's causal attention, so they would repeat across concepts).
+ *     with the concept's own token embedding (the exact merge takes the words from the modifier token on: those
+ *     before it do not depend on the concept under CLIP's causal attention, so they would repeat across
+ *     concepts and make the constraints contradictory).
  * Two modes. `exact` is the paper's: hard constraints on the target words and the end-of-text token
- * (`closedFormMerge`). `sequence` (the default) constrains every position from the modifier to the end,
- * padding included, as a strong penalty (`softConstrainedMerge`), since those rows outnumber the feature
+ * (`closedFormMerge`). `sequence` (the default) constrains every position of the target prompts (BOS,
+ * words, EOS and padding) as a strong penalty (`softConstrainedMerge`), since those rows outnumber the feature
  * dimensions. Measured on the tiny model (BENCHMARKS.md): the exact merge on the words alone turned one
  * concept's white background purple, and with EOS was about as faithful as the naive average; the sequence
  * merge keeps every concept-dependent position at least 2x closer than the average (features) and showed both
@@ -87,9 +88,10 @@ export async function regularizationFeatures(
 }
 
 /**
- * Which positions of a target prompt are constrained: its words from the modifier on (`words`), those and
- * the end-of-text token (`eos`), or every position from the modifier to the end, padding included
- * (`sequence`; the UNet's cross-attention reads all of them).
+ * Which positions of a target prompt are taken: its words from the modifier on (`words`), those and the
+ * end-of-text token (`eos`, the exact merge's), or every position, BOS and padding included (`sequence`; the
+ * UNet's cross-attention reads all of them; the positions before the modifier are shared by every concept and
+ * get a least-squares compromise).
  */
 export type TargetSpan = "words" | "eos" | "sequence";
 

@@ -54,7 +54,7 @@ import { copyFolder } from "../training/finetune.ts";
 import { decodeLora, LORA_FILE_NAME, loraKeyPrefix, toLoraWeights } from "../adapters/lora.ts";
 import type { LoraWeights } from "../pipelines/stable_diffusion.ts";
 import { ClassImageCache } from "./class_images.ts";
-import type { MethodRunOptions } from "./method_run.ts";
+import { type MethodRunOptions, runLoopOptions } from "./method_run.ts";
 import { Rng } from "../random.ts";
 
 /**
@@ -400,17 +400,7 @@ export async function dreamBooth(runner: EngineRunner, o: DreamBoothOptions): Pr
         ? { name: "constant_with_warmup", warmupSteps: cfg.lr_warmup_steps }
         : { name: "constant" },
       maxGradNorm: cfg.max_grad_norm,
-      checkpoint: o.checkpointEvery
-        ? {
-          dir: `${o.out}/checkpoints`,
-          every: o.checkpointEvery,
-          keep: 2,
-          config: { method: "dreambooth", ...cfg },
-        }
-        : undefined,
-      resume: o.resume,
-      onProgress: o.onProgress,
-      signal: o.signal,
+      ...runLoopOptions(o, "dreambooth", cfg),
       gradients: async (mb) => {
         const plan = priorPreservationBatch(mb.indices, nInstance, nClass, cfg.prior_loss_weight);
         const examples: TrainingExample[] = [];

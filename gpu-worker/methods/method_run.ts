@@ -22,3 +22,19 @@ export interface MethodRunOptions {
   onLog?: (line: string) => void;
   signal?: AbortSignal;
 }
+
+/**
+ * The training loop's options that come from the run (`runTraining({ ...runLoopOptions(o, "dreambooth", cfg),
+ * ... })`): checkpoints under `<out>/checkpoints` (the last two kept, the run's settings in each), resume,
+ * progress and cancellation.
+ */
+export function runLoopOptions(o: MethodRunOptions, method: string, config: object) {
+  return {
+    checkpoint: o.checkpointEvery
+      ? { dir: `${o.out}/checkpoints`, every: o.checkpointEvery, keep: 2, config: { method, ...config } }
+      : undefined,
+    resume: o.resume,
+    onProgress: o.onProgress,
+    signal: o.signal,
+  };
+}

@@ -11,10 +11,18 @@
  */
 import type { RemoteSession } from "../ort/runner.ts";
 import { imagesToTensor, type RgbImage } from "../image/png.ts";
+import { Tensor } from "../tensor.ts";
 
-/** Runs the VAE encoder session on one image; returns [mean * sf, std * sf] packed. */
-export async function scaledPosterior(encoder: RemoteSession, image: RgbImage, scalingFactor: number) {
-  const r = await encoder.run({ image: imagesToTensor([image]) });
+/**
+ * Runs the VAE encoder session on one image (RGB, or already a [1, 3, H, W] tensor in [-1, 1]); returns
+ * [mean * sf, std * sf] packed.
+ */
+export async function scaledPosterior(
+  encoder: RemoteSession,
+  image: RgbImage | Tensor,
+  scalingFactor: number,
+) {
+  const r = await encoder.run({ image: image instanceof Tensor ? image : imagesToTensor([image]) });
   const n = r.latent_mean.f.length;
   const packed = new Float32Array(2 * n);
   for (let i = 0; i < n; i++) {
