@@ -44,6 +44,8 @@ export interface AdapterRecord {
   /** Every token the adapter brings (a jointly trained or merged Custom Diffusion adapter has several). */
   tokens?: string[];
   class_word: string | null;
+  /** A full fine-tune (DreamBooth `mode: "full"`): a whole model, used at scale 1, one per prediction. */
+  full_model?: boolean;
   source: { kind: "training" | "merge" | "import"; id: string | null };
   sha256: string;
   size: number;
@@ -108,6 +110,7 @@ export function presentAdapter(a: AdapterRecord, origin: string): Adapter {
     triggers: triggersOf(a),
     token: a.token,
     class_word: a.class_word,
+    full_model: a.full_model ?? false,
     source: a.source,
     size: a.size,
     checksums: { sha256: a.sha256 },

@@ -25,6 +25,11 @@ export const Adapter = z.object({
   triggers: z.array(z.string()),
   token: z.string().nullable(),
   class_word: z.string().nullable(),
+  /**
+   * A full fine-tune (DreamBooth `mode: "full"`): the weights are a whole UNet (`unet.*`), predictions that use
+   * it run on that model (scale 1 only, at most one per prediction), and it downloads as diffusers only.
+   */
+  full_model: z.boolean(),
   /** The job that made it (a training or merge), or null when imported. */
   source: z.object({ kind: z.enum(["training", "merge", "import"]), id: z.string().nullable() }),
   size: z.number().int(),

@@ -9,6 +9,7 @@ import { type EdgeEnv, newId, originOf, param } from "../context.ts";
 import { idempotency, jsonBody } from "../idempotency.ts";
 import { unknownRef } from "../jobs.ts";
 import { convertLora, LoraConversionError } from "../lora_formats.ts";
+import { readSafetensors } from "../../gpu-worker/models/safetensors.ts";
 import { requireModel } from "../models.ts";
 import { type OpenApi, route } from "../openapi.ts";
 import { ApiProblem } from "../problem.ts";
@@ -65,6 +66,16 @@ export function adapterRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
           `file "${body.file}" is a ${file.kind}, not safetensors`,
         );
       }
+      // A full DreamBooth checkpoint (this service's own download) imports as a model, not a LoRA.
+      const stored = await edge.blobs.get(file.sha256);
+      const meta = stored === null ? {} : readSafetensors(stored, body.file).metadata;
+      const fullModel = meta.checkpoint === "full";
+      // Its token and class word default to the ones it was trained with.
+      let info: { token?: unknown; class_word?: unknown } = {};
+      try {
+        if (fullModel) info = JSON.parse(meta.info ?? "{}");
+      } catch { /* no readable info: no defaults */ }
+      const text = (v: unknown) => (typeof v === "string" && v ? v : null);
       const rec: AdapterRecord = {
         id: newId("adp"),
         tenant: tenant.id,
@@ -72,8 +83,9 @@ export function adapterRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
         kind: KIND_OF_METHOD[body.method] ?? "concept",
         method: body.method,
         base_model: body.base_model,
-        token: body.token ?? null,
-        class_word: body.class_word ?? null,
+        token: body.token ?? text(info.token),
+        class_word: body.class_word ?? text(info.class_word),
+        ...(fullModel ? { full_model: true } : {}),
         source: { kind: "import", id: body.file },
         sha256: file.sha256,
         size: file.size,

@@ -14,6 +14,7 @@ import { type OpenApi, route } from "../openapi.ts";
 import { predictionPrice } from "../pricing.ts";
 import { routePrompt } from "../prompt_routing.ts";
 import type { AdapterRecord } from "../records.ts";
+import { ApiProblem } from "../problem.ts";
 import { jobRoutes, present } from "./jobs.ts";
 
 export const COSTLY_HEADERS = {
@@ -33,6 +34,28 @@ export function describeAdapter(a: AdapterRecord) {
     tokens: a.tokens ?? (a.token ? [a.token] : []),
     class_word: a.class_word,
   };
+}
+
+/** A full fine-tune is a whole model: at most one per prediction, and only at scale 1. */
+function checkFullModels(used: { id: string; scale: number }[], byId: Map<string, AdapterRecord>) {
+  const full = used.filter((a) => byId.get(a.id)?.full_model);
+  const refuse = (reason: string) =>
+    new ApiProblem(422, "invalid-request", "Invalid request", `input.adapters: ${reason}`, {
+      invalid_fields: [{ name: "input.adapters", reason }],
+    });
+  if (full.length > 1) {
+    throw refuse(
+      `adapters ${full.map((a) => `"${a.id}"`).join(" and ")} are full fine-tunes (whole models); ` +
+        `a prediction can use at most one`,
+    );
+  }
+  if (full.length && full[0].scale !== 1) {
+    throw refuse(
+      `adapter "${full[0].id}" is a full fine-tune (a whole model): it applies at scale 1, got ${
+        full[0].scale
+      }`,
+    );
+  }
 }
 
 export function predictionRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
@@ -84,6 +107,7 @@ export function predictionRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
         r.adapters?.forEach((id, j) => check(id, `input.regions.${i}.adapters.${j}`))
       );
       const routed = routePrompt(input.prompt, input, owned, body.base_model);
+      checkFullModels(routed.adapters, byId);
 
       const plan = new BlobPlan(edge, tenant.id);
       if (input.image) await plan.image(input.image, "input.image");

@@ -161,6 +161,9 @@ async function recordOutputs(edge: Edge, job: JobRecord): Promise<void> {
     token,
     tokens,
     class_word: (input.class_word as string | undefined) ?? concepts?.[0]?.class_word ?? null,
+    ...(job.kind === "training" && method === "dreambooth" && input.mode === "full"
+      ? { full_model: true }
+      : {}),
     source: { kind: job.kind === "merge" ? "merge" : "training", id: job.id },
     sha256: weights.blob.sha256,
     size: weights.blob.size,

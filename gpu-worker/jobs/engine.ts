@@ -20,6 +20,12 @@ import {
   isCustomDiffusionFile,
 } from "../adapters/custom_diffusion.ts";
 import { readSafetensors } from "../models/safetensors.ts";
+import {
+  describeFullCheckpoint,
+  isFullCheckpointFile,
+  loadFullCheckpoint,
+  materializeFullCheckpoint,
+} from "../adapters/full_checkpoint.ts";
 import type { BlobRef } from "../../shared/worker_protocol.ts";
 
 export interface WorkerEngineOptions {
@@ -49,14 +55,23 @@ export async function servedModels(modelsDir: string): Promise<string[]> {
   return ids.sort();
 }
 
-/** An adapter file decoded by what it holds: LoRA factors, or Custom Diffusion weights and tokens. */
+/**
+ * An adapter file decoded by what it holds: LoRA factors, Custom Diffusion weights and tokens, or a full
+ * fine-tune (kept on disk at `path`; served by its own pipeline, see `finetunedPipeline`).
+ */
 export type DecodedAdapter =
   | { kind: "lora"; lora: LoraWeights }
-  | { kind: "custom_diffusion"; adapter: CustomDiffusionAdapter; sha256: string };
+  | { kind: "custom_diffusion"; adapter: CustomDiffusionAdapter; sha256: string }
+  | { kind: "full"; sha256: string; path: string; info: Record<string, unknown> };
+
+/** Pipelines of full fine-tunes kept loaded besides the base models' (each holds a whole UNet). */
+const FINETUNED_PIPELINES = 2;
 
 export class WorkerEngine {
   readonly runner = new EngineRunner();
   private readonly pipelines = new Map<string, Promise<StableDiffusionPipeline>>();
+  /** Pipelines of full fine-tunes by base model and checkpoint, least recently used out first. */
+  private readonly finetuned = new Map<string, Promise<StableDiffusionPipeline>>();
   private readonly loras = new Map<string, Promise<DecodedAdapter>>();
   /** Derived values (merged Custom Diffusion sets, their LoRA views) by key, least recently used out first. */
   private readonly derived = new Map<string, Promise<unknown>>();
@@ -92,9 +107,19 @@ export class WorkerEngine {
       this.loras.delete(ref.sha256); // re-insert: most recently used last
     } else {
       this.loraDownloads++;
-      w = download(ref).then((bytes): DecodedAdapter => {
+      w = download(ref).then(async (bytes): Promise<DecodedAdapter> => {
         const source = `adapter ${ref.sha256.slice(0, 12)}`;
-        if (isCustomDiffusionFile(readSafetensors(bytes, source))) {
+        const file = readSafetensors(bytes, source);
+        if (isFullCheckpointFile(file)) {
+          // Kept on disk, not in this cache's memory: a whole UNet per entry.
+          const dir = `${this.opts.workDir}/checkpoints`;
+          await Deno.mkdir(dir, { recursive: true });
+          const path = `${dir}/${ref.sha256}.safetensors`;
+          await Deno.writeFile(`${path}.part`, bytes);
+          await Deno.rename(`${path}.part`, path);
+          return { kind: "full", sha256: ref.sha256, path, info: describeFullCheckpoint(file).info };
+        }
+        if (isCustomDiffusionFile(file)) {
           return {
             kind: "custom_diffusion",
             adapter: decodeCustomDiffusion(bytes, source),
@@ -109,6 +134,43 @@ export class WorkerEngine {
     const max = this.opts.loraCacheSize ?? 32;
     while (this.loras.size > max) this.loras.delete(this.loras.keys().next().value!);
     return w;
+  }
+
+  /**
+   * The pipeline of a full fine-tune of `baseModel`: its checkpoint turned into a model folder under the work
+   * folder (once; checked against the base model's tensors), then loaded like a base model. The last
+   * FINETUNED_PIPELINES stay loaded.
+   */
+  finetunedPipeline(
+    baseModel: string,
+    a: Extract<DecodedAdapter, { kind: "full" }>,
+  ): Promise<StableDiffusionPipeline> {
+    const key = `${baseModel}--${a.sha256.slice(0, 32)}`;
+    let p = this.finetuned.get(key);
+    if (p) this.finetuned.delete(key);
+    else {
+      const dir = `${this.opts.workDir}/finetuned/${key}`;
+      p = (async () => {
+        try {
+          await Deno.stat(`${dir}/model_index.json`);
+        } catch {
+          await materializeFullCheckpoint(await loadFullCheckpoint(a.path), this.modelDir(baseModel), dir);
+        }
+        return await StableDiffusionPipeline.load(dir, this.runner, {
+          ep: this.opts.ep,
+          cacheDir: `${this.opts.workDir}/onnx/${key}`,
+        });
+      })();
+      p.catch(() => this.finetuned.delete(key));
+    }
+    this.finetuned.set(key, p);
+    while (this.finetuned.size > FINETUNED_PIPELINES) {
+      const oldest = this.finetuned.keys().next().value!;
+      const evicted = this.finetuned.get(oldest)!;
+      this.finetuned.delete(oldest);
+      evicted.then((x) => x.release()).catch(() => {});
+    }
+    return p;
   }
 
   /** A value computed once per key (e.g. a merged set of concepts), kept among the last 16. */
@@ -126,7 +188,7 @@ export class WorkerEngine {
 
   /** Releases the sessions and stops the engine thread. */
   async close(): Promise<void> {
-    const loaded = await Promise.allSettled(this.pipelines.values());
+    const loaded = await Promise.allSettled([...this.pipelines.values(), ...this.finetuned.values()]);
     for (const r of loaded) if (r.status === "fulfilled") await r.value.release().catch(() => {});
     this.runner.terminate();
   }

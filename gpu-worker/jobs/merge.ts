@@ -53,7 +53,8 @@ export async function merge(ctx: JobContext): Promise<JobResult> {
     const ref = a.blob ?? resolveBlob(job, a.id, `adapters[${i}]`, "adapter");
     const decoded = await engine.adapter(ref, (r) => edge.getBlob(r));
     if (decoded.kind !== "custom_diffusion") {
-      throw new RangeError(`adapters[${i}] ("${a.name ?? a.id}") is a LoRA, not a Custom Diffusion adapter`);
+      const what = decoded.kind === "full" ? "a full fine-tune (a whole model)" : "a LoRA";
+      throw new RangeError(`adapters[${i}] ("${a.name ?? a.id}") is ${what}, not a Custom Diffusion adapter`);
     }
     adapters.push({ ...decoded.adapter, name: a.name ?? decoded.adapter.name });
   }

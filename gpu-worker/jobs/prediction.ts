@@ -1,7 +1,7 @@
 /**
- * Prediction jobs: txt2img / img2img on the cached pipeline of the job's base model, with the job's LoRA
- * adapters fed into the pipeline's LoRA slots (no session is rebuilt), progress on every step, a small preview
- * PNG every few steps (throttled), and one PNG output per image.
+ * Prediction jobs: txt2img / img2img on the cached pipeline of the job's base model (or of the full fine-tune
+ * among its adapters), with the job's LoRA adapters fed into the pipeline's LoRA slots (no session is rebuilt),
+ * progress on every step, a small preview PNG every few steps (throttled), and one PNG output per image.
  *
  * Input: `PredictionInput` (shared/prediction.ts, API.md names), except that `image` and each adapter are
  * resolved to blobs by the edge (see `resolveBlob`).
@@ -69,12 +69,34 @@ export async function predict(ctx: JobContext): Promise<JobResult> {
   }
   const input = LeasedPredictionInput.parse(job.input);
   const started = performance.now();
-  const pipe = await engine.pipeline(job.baseModel);
-  const adapters: AdapterUse[] = [];
-  const concepts: { id: string; adapter: CustomDiffusionAdapter; sha256: string; scale: number }[] = [];
+  const decodedAdapters = [];
   for (const [i, a] of input.adapters.entries()) {
     const ref = a.blob ?? resolveBlob(job, a.id, `input.adapters[${i}]`, "adapter");
-    const decoded = await engine.adapter(ref, (r) => edge.getBlob(r));
+    decodedAdapters.push({ ...a, decoded: await engine.adapter(ref, (r) => edge.getBlob(r)) });
+  }
+  // A full fine-tune is a whole model: the request runs on its pipeline (the other adapters ride on it).
+  const full = decodedAdapters.filter((a) => a.decoded.kind === "full");
+  if (full.length > 1) {
+    throw new RangeError(
+      `adapters ${full.map((a) => `"${a.id}"`).join(" and ")} are full fine-tunes (whole models); ` +
+        `a prediction can use at most one`,
+    );
+  }
+  if (full.length && full[0].scale !== 1) {
+    throw new RangeError(
+      `adapter "${full[0].id}" is a full fine-tune (a whole model): it applies at scale 1, got ${
+        full[0].scale
+      }`,
+    );
+  }
+  const fullModel = full[0]?.decoded;
+  const pipe = fullModel?.kind === "full"
+    ? await engine.finetunedPipeline(job.baseModel, fullModel)
+    : await engine.pipeline(job.baseModel);
+  const adapters: AdapterUse[] = [];
+  const concepts: { id: string; adapter: CustomDiffusionAdapter; sha256: string; scale: number }[] = [];
+  for (const { decoded, ...a } of decodedAdapters) {
+    if (decoded.kind === "full") continue;
     if (decoded.kind === "custom_diffusion") {
       concepts.push({ id: a.id, adapter: decoded.adapter, sha256: decoded.sha256, scale: a.scale });
       continue;
@@ -86,7 +108,8 @@ export async function predict(ctx: JobContext): Promise<JobResult> {
   // Custom Diffusion concepts: one rides as its K/V change; several are merged in closed form (cached per set).
   let tokens: CustomDiffusionAdapter["tokens"] = [];
   if (concepts.length) {
-    const key = `cd:${job.baseModel}:${concepts.map((c) => c.sha256).sort().join(",")}`;
+    const on = fullModel?.kind === "full" ? `${job.baseModel}+${fullModel.sha256}` : job.baseModel;
+    const key = `cd:${on}:${concepts.map((c) => c.sha256).sort().join(",")}`;
     const lora = await engine.cached(key, async () => {
       if (concepts.length === 1) {
         return {

@@ -5,7 +5,8 @@
  * fine-tuning (`fineTune`) on the images with that prompt. Progress and a log line go out with every step;
  * after each checkpoint save the checkpoint file is uploaded and sent with a heartbeat, so a job whose worker
  * dies is resumed by the next worker from there (`job.checkpoint`), not restarted. The output is the adapter
- * file (`pytorch_lora_weights.safetensors`).
+ * file (`pytorch_lora_weights.safetensors`), or for DreamBooth `mode: "full"` the whole fine-tuned UNet (and
+ * text encoder) as one file (`adapters/full_checkpoint.ts`), which predictions then run as a model.
  *
  * @example
  * ```ts
@@ -25,6 +26,7 @@ import {
 import type { ProgressEvent } from "../training/loop.ts";
 import { SafetensorsError } from "../models/safetensors.ts";
 import { LORA_FILE_NAME } from "../adapters/lora.ts";
+import { encodeFullCheckpoint, FULL_CHECKPOINT_FILE_NAME } from "../adapters/full_checkpoint.ts";
 import { dreamBooth, DreamBoothConfig, type DreamBoothResult } from "../methods/dreambooth.ts";
 import { customDiffusion, CustomDiffusionConfig } from "../methods/custom_diffusion.ts";
 import type { BlobRef } from "../../shared/worker_protocol.ts";
@@ -178,17 +180,18 @@ export async function train(ctx: JobContext): Promise<JobResult> {
   }
   if (job.method === "custom_diffusion") return await trainCustomDiffusion(ctx);
   const { images: imageNames, captions, ...config } = DreamBoothInput.parse(job.input);
-  if (config.mode !== "lora") {
-    throw new RangeError(
-      `input.mode "${config.mode}" is not served: a full fine-tune is a model, not an adapter (served: lora)`,
-    );
+  if (config.mode === "full" && job.method !== "dreambooth") {
+    throw new RangeError(`input.mode "full" is a DreamBooth mode; method "${job.method}" trains LoRA only`);
   }
   const model = engine.modelDir(job.baseModel);
   const images = await loadImages(ctx, imageNames, captions);
   const prompt = `a ${config.token} ${config.class_word}`.trim();
   const captioned = images.filter((i) => i.caption !== null).length;
+  const what = config.mode === "full"
+    ? `every UNet weight${config.train_text_encoder ? " and the text encoder" : ""}`
+    : `a rank-${config.rank} LoRA`;
   lease.log(
-    `training a rank-${config.rank} LoRA on ${images.length} image(s) (${captioned} captioned), "${prompt}", ` +
+    `training ${what} on ${images.length} image(s) (${captioned} captioned), "${prompt}", ` +
       `${config.steps} steps (${job.method})`,
   );
   return await trainingRun(ctx, config.steps, async (run) => {
@@ -218,6 +221,28 @@ export async function train(ctx: JobContext): Promise<JobResult> {
         seed: config.seed,
         ...run.options,
       });
+    }
+    if (config.mode === "full") {
+      // The model folder the method wrote, as one stored file (unet.* and text_encoder.* tensors).
+      const r = result as DreamBoothResult;
+      const bytes = await encodeFullCheckpoint(run.options.out, {
+        withTextEncoder: r.config.train_text_encoder,
+        info: {
+          method: "dreambooth",
+          mode: "full",
+          token: r.config.token,
+          class_word: r.config.class_word,
+          instance_prompt: r.config.instance_prompt,
+          base_model: job.baseModel,
+          training_config: r.config,
+        },
+      });
+      const blob = await edge.putBlob(bytes, SAFETENSORS);
+      return {
+        output: { blob, contentType: SAFETENSORS, name: FULL_CHECKPOINT_FILE_NAME },
+        result,
+        metrics: { ...prior, weights_bytes: bytes.byteLength },
+      };
     }
     const blob = await edge.putBlob(await Deno.readFile(`${run.options.out}/${LORA_FILE_NAME}`), SAFETENSORS);
     return { output: { blob, contentType: SAFETENSORS, name: LORA_FILE_NAME }, result, metrics: prior };
