@@ -1,11 +1,10 @@
 /**
- * DINO / CLIP-I / CLIP-T plumbing on tiny random encoders built with the graph builder and saved as ONNX in a
- * model folder's `eval/` layout: identical image sets score 1, different ones lower; CLIP-T is a cosine of the
+ * DINO / CLIP-I / CLIP-T plumbing on tiny random encoders (`testing_encoders.ts`) saved as ONNX in a model
+ * folder's `eval/` layout: identical image sets score 1, different ones lower; CLIP-T is a cosine of the
  * prompt's and image's embeddings; a folder without encoders gives nulls; the paper's table is shown beside ours.
  */
 import { assert, assertEquals, assertRejects, assertThrows } from "../testing.ts";
 import { GraphBuilder } from "../graph/builder.ts";
-import { conv2d, linear, toSequence } from "../graph/ops.ts";
 import { EngineRunner } from "../ort/runner.ts";
 import { EVAL_ENCODER_FILES, EvalEncoders } from "./image_text_encoders.ts";
 import {
@@ -20,76 +19,9 @@ import {
 import { renderScene } from "../shapesworld/render.ts";
 import { sampleScene } from "../shapesworld/world.ts";
 import { Rng } from "../random.ts";
+import { TEST_ENCODER_SIZES, TINY_MODEL, withEncoders } from "./testing_encoders.ts";
 
-const TINY_MODEL = new URL("../../models/tiny-shapes", import.meta.url).pathname;
-const SIZE = 32, WIDTH = 8, EMBED = 6, MAX_LENGTH = 16;
-
-function weight(g: GraphBuilder, name: string, dims: number[], rng: Rng) {
-  const n = dims.reduce((a, b) => a * b, 1);
-  return g.initializer(name, { dtype: "float32", dims, data: rng.normal(n, 0.5) });
-}
-
-/** pixel_values [N, 3, S, S] -> stride-4 conv, ReLU -> mean-pooled projection, or the patch tokens. */
-function imageEncoder(seed: number, output: "image_embeds" | "last_hidden_state"): Uint8Array {
-  const rng = new Rng(seed);
-  const g = new GraphBuilder("image_encoder");
-  const x = g.input("pixel_values", "float32", ["batch", 3, SIZE, SIZE]);
-  const h = g.op("Relu", [conv2d(g, x, weight(g, "patch", [WIDTH, 3, 4, 4], rng), null, { stride: 4 })]);
-  if (output === "last_hidden_state") g.output(toSequence(g, h, WIDTH), "last_hidden_state");
-  else {
-    const pooled = g.op("ReduceMean", [h], { axes: [2, 3], keepdims: 0 });
-    g.output(linear(g, pooled, weight(g, "proj", [EMBED, WIDTH], rng)), "image_embeds");
-  }
-  return g.toBytes();
-}
-
-/** input_ids [N, L] -> embedding rows, mean over tokens, projection. */
-function textEncoder(seed: number, vocab: number): Uint8Array {
-  const rng = new Rng(seed);
-  const g = new GraphBuilder("text_encoder");
-  const ids = g.input("input_ids", "int64", ["batch", MAX_LENGTH]);
-  const rows = g.op("Gather", [weight(g, "embedding", [vocab, WIDTH], rng), ids]);
-  const pooled = g.op("ReduceMean", [rows], { axes: [1], keepdims: 0 });
-  g.output(linear(g, pooled, weight(g, "proj", [EMBED, WIDTH], rng)), "text_embeds");
-  return g.toBytes();
-}
-
-/** A model folder holding only the eval encoders (the tiny model's tokenizer as the CLIP tokenizer). */
-async function evalFolder(dir: string, dino: "image_embeds" | "last_hidden_state" = "last_hidden_state") {
-  const e = `${dir}/eval`;
-  await Deno.mkdir(`${e}/${EVAL_ENCODER_FILES.clipTokenizer}`, { recursive: true });
-  await Deno.writeFile(`${e}/${EVAL_ENCODER_FILES.dino}`, imageEncoder(1, dino));
-  await Deno.writeFile(`${e}/${EVAL_ENCODER_FILES.clipImage}`, imageEncoder(2, "image_embeds"));
-  await Deno.writeFile(`${e}/${EVAL_ENCODER_FILES.clipText}`, textEncoder(3, 900));
-  for (const f of ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"]) {
-    await Deno.copyFile(`${TINY_MODEL}/tokenizer/${f}`, `${e}/${EVAL_ENCODER_FILES.clipTokenizer}/${f}`);
-  }
-  await Deno.writeTextFile(
-    `${e}/${EVAL_ENCODER_FILES.config}`,
-    JSON.stringify({
-      dino: { image_size: SIZE },
-      clip_image: { image_size: SIZE },
-      clip_text: { max_length: MAX_LENGTH },
-    }),
-  );
-  return dir;
-}
-
-async function withEncoders<T>(fn: (enc: EvalEncoders, dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "subject_fidelity_test_" });
-  const runner = new EngineRunner();
-  try {
-    const enc = await EvalEncoders.load(await evalFolder(dir), runner);
-    try {
-      return await fn(enc, dir);
-    } finally {
-      await enc.release();
-    }
-  } finally {
-    runner.terminate();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const { width: WIDTH } = TEST_ENCODER_SIZES;
 
 const images = (seed: number, n: number, background: "white" | "blue") =>
   Array.from(
