@@ -132,7 +132,13 @@ export class WorkerEngine {
     }
     this.loras.set(ref.sha256, w);
     const max = this.opts.loraCacheSize ?? 32;
-    while (this.loras.size > max) this.loras.delete(this.loras.keys().next().value!);
+    while (this.loras.size > max) {
+      const oldest = this.loras.keys().next().value!;
+      const evicted = this.loras.get(oldest)!;
+      this.loras.delete(oldest);
+      // A full checkpoint's file goes with its entry (a pipeline already built from it keeps its own folder).
+      evicted.then((d) => d.kind === "full" ? Deno.remove(d.path) : undefined).catch(() => {});
+    }
     return w;
   }
 
@@ -169,6 +175,9 @@ export class WorkerEngine {
       const evicted = this.finetuned.get(oldest)!;
       this.finetuned.delete(oldest);
       evicted.then((x) => x.release()).catch(() => {});
+      for (const d of [`${this.opts.workDir}/finetuned/${oldest}`, `${this.opts.workDir}/onnx/${oldest}`]) {
+        Deno.remove(d, { recursive: true }).catch(() => {});
+      }
     }
     return p;
   }

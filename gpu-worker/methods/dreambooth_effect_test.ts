@@ -1,25 +1,33 @@
 /**
  * DreamBooth's measured effect on the pretrained tiny ShapesWorld model (skipped while `models/tiny-shapes` is
  * still the random one, i.e. until the `PRETRAINED` marker file is there; `DREAMBOOTH_EFFECT_MODEL=<folder>`
- * runs it on another pretrained folder). LoRA DreamBooth on five images of a purple checkered star on white
- * ("a sks star"), with and without prior preservation, then, with the same seeds:
+ * runs it on another pretrained folder). LoRA DreamBooth on five images of a blue striped star, each on another
+ * background and captioned like the world's own captions ("a sks star, gray background": this model always
+ * saw the background named), with and without prior preservation, then, with the same seeds:
  *
- * 1. The subject: "a sks star" images look more like the subject (ShapesWorld fidelity: shape, colour, texture,
- *    object colour histogram) and sit on its white background more often than the base model's; in new
- *    contexts ("a sks star, blue background", ...) the prompt's background is kept and fidelity does not drop.
+ * 1. The subject in new contexts: "a sks star, orange background", "a sks star on the left, black
+ *    background", ... (backgrounds, positions and sizes no training image had): the prompt's background is
+ *    kept, and the images are clearly more faithful to the subject (ShapesWorld fidelity: shape, colour,
+ *    texture, object colour histogram; and the foreground's colour histogram) than the base model's for the
+ *    same prompts.
  * 2. Prior preservation (the paper's ablation): "a star" images (seeds unlike the class images') drift less
- *    from the base model's with the prior loss than without it, and the subject's white background leaks
- *    into the class far less (the language drift the prior loss exists to prevent).
+ *    from the base model's with the prior loss than without it, and the subject's colour leaks into the class
+ *    far less (the language drift the prior loss exists to prevent).
  *
- * CI-sized: two 400-step runs, 40 class images of 20 sampling steps, 64 evaluation images (about 1.5 minutes
- * on two busy CPU cores). The measured numbers are printed for calibrating the margins.
+ * CI-sized: two 800-step runs, 100 class images of 20 sampling steps, 80 evaluation images (about 3 minutes
+ * on two idle CPU cores). The measured numbers are printed for calibrating the margins.
  */
 import { assert } from "../testing.ts";
 import { EngineRunner } from "../ort/runner.ts";
 import { dreamBooth, type DreamBoothConfigInput, loadDreamBoothLora } from "./dreambooth.ts";
 import { StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
 import { LORA_FILE_NAME } from "../adapters/lora.ts";
-import { priorDrift, shapesWorldFidelity, subjectProfile } from "../eval/shapesworld_fidelity.ts";
+import {
+  foregroundSimilarity,
+  priorDrift,
+  shapesWorldFidelity,
+  subjectProfile,
+} from "../eval/shapesworld_fidelity.ts";
 import { analyzeImage } from "../shapesworld/analysis.ts";
 import { renderScene } from "../shapesworld/render.ts";
 import { type ColourName, sampleScene } from "../shapesworld/world.ts";
@@ -37,59 +45,62 @@ const SKIP_REASON = `${MARKER} does not exist: the committed tiny model is still
 if (!ready) console.warn(`dreambooth_effect_test SKIPPED: ${SKIP_REASON}`);
 
 /**
- * Margins asserted. Measured on the final pretrained model (tmp/pretrained, 9000 UNet steps) and on the
- * 6800-step checkpoint: histogram gain +0.088 / +0.082, white-background gain 0.375 / 0.375, prompt background
- * kept 1 / 1, new-context fidelity change -0.029 / -0.002, drift ratio 0.57 / 0.54, leak reduction 0.75 / 0.625.
+ * Margins asserted. Measured with training seeds 0 / 1 (CONFIG.seed; evaluation seeds fixed): new-context
+ * fidelity 0.149 / 0.250 vs base 0.034, foreground similarity 0.088 / 0.124 vs 0.013, prompt background kept
+ * 1 / 1; "a star" drift with / without prior 0.116 / 0.154 and 0.126 / 0.168 (ratios 0.75, 0.75); subject
+ * colour in "a star" with / without prior 0.06 / 0.38 and 0 / 0.44 (base 0), object histogram 0.028 / 0.098
+ * and 0.023 / 0.083. At 400 steps the drift ratio was 0.95 / 0.69: the binding needs the longer run.
  */
 const MARGINS = {
-  /**
-   * Object colour-histogram similarity to the subject of "a sks star" images, trained minus base (the
-   * analyzer's shape/colour/texture calls on this model's small blurry objects are too noisy to assert on).
-   */
-  instanceHistogramGain: 0.03,
-  /** Share of "a sks star" images on the subject's (white) background, trained minus base. */
-  instanceBackgroundGain: 0.125,
+  /** New-context ShapesWorld fidelity score, trained minus base. */
+  contextFidelityGain: 0.08,
+  /** New-context foreground colour-histogram similarity to the subject, trained minus base. */
+  contextForegroundGain: 0.03,
   /** Share of new-context images whose background is the prompt's (the subject does not override it). */
   contextBackground: 0.75,
-  /** New-context fidelity may not fall further than this below the base model's (8 images: +-0.03 noise). */
-  contextFidelityLoss: 0.08,
   /** Pixel drift of "a star" from the base with prior preservation, relative to without. */
-  driftRatio: 0.75,
-  /** Share of "a star" images on the subject's background, without prior preservation minus with. */
-  leakReduction: 0.4,
+  driftRatio: 0.85,
+  /** Share of "a star" images whose object has the subject's colour, without prior preservation minus with. */
+  leakReduction: 0.2,
+  /** Object colour-histogram similarity of "a star" images to the subject, without prior minus with. */
+  leakHistogramReduction: 0.03,
 };
 
 const CONFIG: DreamBoothConfigInput = {
   class_word: "star",
-  steps: 400,
+  steps: 800,
   learning_rate: 2e-3,
-  num_class_images: 40,
+  num_class_images: 100,
   seed: 0,
   class_sampling_steps: 20,
   class_guidance_scale: 5,
 };
 const SAMPLING = { steps: 20, guidanceScale: 5 };
+/** The subject's backgrounds in training; the contexts' are none of them (nor its blue). */
+const SUBJECT_BACKGROUNDS: ColourName[] = ["white", "gray", "pink", "cyan", "brown"];
 const CONTEXTS: { prompt: string; background: ColourName }[] = [
-  { prompt: "a sks star, blue background", background: "blue" },
+  { prompt: "a sks star, orange background", background: "orange" },
   { prompt: "a sks star on the left, black background", background: "black" },
   { prompt: "a large sks star, yellow background", background: "yellow" },
   { prompt: "a sks star at the top, green background", background: "green" },
 ];
+/** Images per context prompt, and of "a star" four times as many. */
+const PER_CONTEXT = 4;
 /** Evaluation seeds, far from the class images' (0..num_class_images-1). */
 const EVAL_SEED = 10_000;
 
 function subjectImages(): TrainingImage[] {
-  return Array.from({ length: 5 }, (_, i) => ({
+  return SUBJECT_BACKGROUNDS.map((background, i) => ({
     path: `star${i}.png`,
     stem: `star${i}`,
-    caption: null,
+    caption: `a sks star, ${background} background`,
     image: renderScene(
       sampleScene(new Rng(100 + i), {
         objectCount: 1,
         shapes: ["star"],
-        colours: ["purple"],
-        textures: ["checkered"],
-        backgrounds: ["white"],
+        colours: ["blue"],
+        textures: ["striped"],
+        backgrounds: [background],
         sizes: ["medium", "large"],
       }),
       64,
@@ -145,37 +156,39 @@ Deno.test({
 
         const profile = subjectProfile(images.map((i) => i.image));
         /** Fidelity to the subject and the share of backgrounds as asked, of one set of images. */
-        const measure = (label: string, imgs: RgbImage[], background: (i: number) => ColourName) => {
+        const measure = (label: string, imgs: RgbImage[], background?: (i: number) => ColourName) => {
           const f = shapesWorldFidelity(imgs, profile);
-          const kept = imgs.filter((img, i) => analyzeImage(img).background === background(i)).length /
-            imgs.length;
+          const foreground = foregroundSimilarity(imgs, profile);
+          const kept = background
+            ? imgs.filter((img, i) => analyzeImage(img).background === background(i)).length / imgs.length
+            : NaN;
           console.log(
-            `${label.padEnd(26)} fidelity ${
-              f.score.toFixed(3)
-            } (shape ${f.shape}, colour ${f.colour}, texture ` +
-              `${f.texture}, histogram ${f.histogram.toFixed(3)}); background ${background(0)}... in ${kept}`,
+            `${label.padEnd(26)} fidelity ${f.score.toFixed(3)} (shape ${f.shape}, colour ${f.colour}, ` +
+              `texture ${f.texture}, histogram ${f.histogram.toFixed(3)}); foreground ${
+                foreground.toFixed(3)
+              }${background ? `; background as asked in ${kept}` : ""}`,
           );
-          return { score: f.score, histogram: f.histogram, background: kept };
+          return { score: f.score, colour: f.colour, histogram: f.histogram, foreground, background: kept };
         };
-        const white = () => "white" as const;
 
-        // 1. The subject: with the instance prompt, and in new contexts (the prompt's background kept).
-        const inst = Array(8).fill("a sks star");
-        const instBase = measure(`"a sks star" base`, await batch(inst), white);
-        const instPp = measure(`"a sks star" trained`, await batch(inst, withPrior), white);
-        measure(`"a sks star" no prior`, await batch(inst, without), white);
-        const ctx = CONTEXTS.flatMap((c) => [c.prompt, c.prompt]);
-        const ctxBackground = (i: number) => CONTEXTS[Math.floor(i / 2)].background;
+        // 0. For the record: the subject in a training context.
+        const inst = Array(8).fill("a sks star, white background");
+        measure(`"${inst[0]}" base`, await batch(inst));
+        measure(`"${inst[0]}" trained`, await batch(inst, withPrior));
+
+        // 1. The subject in new contexts.
+        const ctx = CONTEXTS.flatMap((c) => Array(PER_CONTEXT).fill(c.prompt));
+        const ctxBackground = (i: number) => CONTEXTS[Math.floor(i / PER_CONTEXT)].background;
         const ctxBase = measure("new contexts base", await batch(ctx), ctxBackground);
         const ctxPp = measure("new contexts trained", await batch(ctx, withPrior), ctxBackground);
 
-        // 2. Prior preservation: "a star" with the same seeds, base vs each trained model; the subject's white
-        // background leaking into the class is the language drift the paper's prior loss prevents.
-        const cls = Array(8).fill("a star");
+        // 2. Prior preservation: "a star" with the same seeds, base vs each trained model; the subject's colour
+        // leaking into the class is the language drift the paper's prior loss prevents.
+        const cls = Array(4 * PER_CONTEXT).fill("a star");
         const base = await batch(cls), pp = await batch(cls, withPrior), noPp = await batch(cls, without);
-        measure(`"a star" base`, base, white);
-        const leakPp = measure(`"a star" trained`, pp, white);
-        const leakNoPp = measure(`"a star" no prior`, noPp, white);
+        measure(`"a star" base`, base);
+        const leakPp = measure(`"a star" trained`, pp);
+        const leakNoPp = measure(`"a star" no prior`, noPp);
         const driftPp = priorDrift(base, pp), driftNoPp = priorDrift(base, noPp);
         console.log(
           `"a star" drift from the base: with prior ${driftPp.pixel.toFixed(4)} px, ${
@@ -186,19 +199,15 @@ Deno.test({
         );
 
         assert(
-          instPp.histogram >= instBase.histogram + MARGINS.instanceHistogramGain &&
-            instPp.background >= instBase.background + MARGINS.instanceBackgroundGain,
-          `"a sks star" after training: object colour histogram ${instPp.histogram.toFixed(3)} (base ` +
-            `${instBase.histogram.toFixed(3)}), subject background in ${instPp.background} (base ` +
-            `${instBase.background}); expected gains of at least ${MARGINS.instanceHistogramGain} and ` +
-            `${MARGINS.instanceBackgroundGain}`,
+          ctxPp.background >= MARGINS.contextBackground,
+          `new contexts: prompt background in ${ctxPp.background}, expected >= ${MARGINS.contextBackground}`,
         );
         assert(
-          ctxPp.background >= MARGINS.contextBackground &&
-            ctxPp.score >= ctxBase.score - MARGINS.contextFidelityLoss,
-          `new contexts: prompt background in ${ctxPp.background} (expected >= ${MARGINS.contextBackground}), ` +
-            `fidelity ${ctxPp.score.toFixed(3)} (base ${ctxBase.score.toFixed(3)}, expected no more than ` +
-            `${MARGINS.contextFidelityLoss} lower)`,
+          ctxPp.score >= ctxBase.score + MARGINS.contextFidelityGain &&
+            ctxPp.foreground >= ctxBase.foreground + MARGINS.contextForegroundGain,
+          `new contexts: fidelity ${ctxPp.score.toFixed(3)} (base ${ctxBase.score.toFixed(3)}), foreground ` +
+            `${ctxPp.foreground.toFixed(3)} (base ${ctxBase.foreground.toFixed(3)}); expected gains of at ` +
+            `least ${MARGINS.contextFidelityGain} and ${MARGINS.contextForegroundGain}`,
         );
         assert(
           driftPp.pixel <= MARGINS.driftRatio * driftNoPp.pixel,
@@ -206,9 +215,13 @@ Deno.test({
             `${driftNoPp.pixel.toFixed(4)}: expected at most ${MARGINS.driftRatio}x`,
         );
         assert(
-          leakPp.background <= leakNoPp.background - MARGINS.leakReduction,
-          `"a star" with the subject's background: ${leakPp.background} with prior preservation, ` +
-            `${leakNoPp.background} without; expected at least ${MARGINS.leakReduction} less`,
+          leakPp.colour <= leakNoPp.colour - MARGINS.leakReduction &&
+            leakPp.histogram <= leakNoPp.histogram - MARGINS.leakHistogramReduction,
+          `"a star" in the subject's colour: ${leakPp.colour} with prior preservation, ${leakNoPp.colour} ` +
+            `without (histogram ${leakPp.histogram.toFixed(3)} vs ${
+              leakNoPp.histogram.toFixed(3)
+            }); expected ` +
+            `at least ${MARGINS.leakReduction} (${MARGINS.leakHistogramReduction}) less`,
         );
       } finally {
         await pipe.release();
