@@ -48,6 +48,7 @@ import {
   subjectProfile,
 } from "../gpu-worker/eval/shapesworld_fidelity.ts";
 import { pathExists } from "../gpu-worker/fs.ts";
+import { FlagError, numberFlag } from "./flags.ts";
 
 const USAGE =
   `usage: deno task eval:subject --images DIR --adapter FILE and/or --full DIR [--model models/tiny-shapes]
@@ -57,7 +58,7 @@ const USAGE =
 const DEFAULT_MODEL = "models/tiny-shapes";
 
 /** A bad command line: exit 2 with the message and the usage. */
-export class UsageError extends Error {
+export class UsageError extends FlagError {
   override name = "UsageError";
 }
 
@@ -100,23 +101,10 @@ export interface EvalSubjectArgs {
   help: boolean;
 }
 
-function integer(name: string, v: string | undefined, min: number, max: number): number | undefined {
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (!(v.trim() !== "" && Number.isInteger(x) && x >= min && x <= max)) {
-    throw new UsageError(`--${name} expects an integer in ${min}..${max}, got "${v}"`);
-  }
-  return x;
-}
-
-function number(name: string, v: string | undefined, min: number, max: number): number | undefined {
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (!(v.trim() !== "" && Number.isFinite(x) && x >= min && x <= max)) {
-    throw new UsageError(`--${name} expects a number in ${min}..${max}, got "${v}"`);
-  }
-  return x;
-}
+const integer = (name: string, v: string | undefined, min: number, max: number) =>
+  numberFlag(name, v, { integer: true, min, max });
+const number = (name: string, v: string | undefined, min: number, max: number) =>
+  numberFlag(name, v, { min, max });
 
 /** Parses and checks the flags; throws UsageError naming what was expected and what came. */
 export function parseEvalSubjectArgs(args: string[]): EvalSubjectArgs {
@@ -286,7 +274,7 @@ export async function main(args: string[]): Promise<number> {
     }
     inputs = await loadInputs(a);
   } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
+    if (!(e instanceof FlagError)) throw e;
     console.error(`error: ${e.message}\n${USAGE}`);
     return 2;
   }
@@ -415,7 +403,7 @@ export async function main(args: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    if (e instanceof UsageError) {
+    if (e instanceof FlagError) {
       console.error(`error: ${e.message}\n${USAGE}`);
       return 2;
     }

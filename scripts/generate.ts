@@ -12,17 +12,13 @@ import { StableDiffusionPipeline } from "../gpu-worker/pipelines/stable_diffusio
 import { decodePng, encodePng } from "../gpu-worker/image/png.ts";
 import type { SchedulerName } from "../gpu-worker/schedulers/scheduler.ts";
 import type { ExecutionProvider } from "../gpu-worker/ort/session.ts";
+import { numberFlag } from "./flags.ts";
 
 const USAGE = `usage: deno task generate --model DIR --prompt TEXT [--seed N] [--steps N] [--out FILE.png]
   [--negative TEXT] [--scheduler NAME] [--guidance G] [--n N] [--width W] [--height H]
   [--image FILE.png --strength S] [--ep cpu|cuda|webgpu]`;
 
-function num(name: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (!Number.isFinite(x)) throw new RangeError(`--${name} expects a number, got "${v}"`);
-  return x;
-}
+const num = (name: string, v: string | undefined) => numberFlag(name, v);
 
 function bar(step: number, total: number, started: number): string {
   const width = 30;

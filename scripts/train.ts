@@ -9,17 +9,13 @@
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
 import { fineTune } from "../gpu-worker/training/finetune.ts";
+import { numberFlag } from "./flags.ts";
 
 const USAGE =
   `usage: deno task train --model DIR --images DIR --prompt TEXT --method lora|full --steps N --out DIR
   [--lr LR] [--rank R] [--alpha A] [--batch B] [--seed S] [--checkpoint-every N] [--resume] [--no-flip]`;
 
-function num(name: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (!Number.isFinite(x)) throw new RangeError(`--${name} expects a number, got "${v}"`);
-  return x;
-}
+const num = (name: string, v: string | undefined) => numberFlag(name, v);
 
 const OPTIONS = {
   model: { type: "string" },

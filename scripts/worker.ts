@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import { GpuWorker } from "../gpu-worker/worker.ts";
 import { parseExecutionProvider } from "../gpu-worker/ort/session.ts";
 import { JobKind } from "../shared/worker_protocol.ts";
+import { numberFlag } from "./flags.ts";
 
 const USAGE = `usage: deno task worker --edge URL --token T --models DIR [--ep cpu|cuda|webgpu] [--name NAME]
   [--kinds prediction,training,merge] [--instances N] [--work-dir DIR] [--heartbeat-ms MS] [--poll-ms MS]
@@ -33,12 +34,7 @@ const OPTIONS = {
   help: { type: "boolean" },
 } as const;
 
-function int(name: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (!Number.isInteger(x) || x < 1) throw new RangeError(`--${name} expects a positive integer, got "${v}"`);
-  return x;
-}
+const int = (name: string, v: string | undefined) => numberFlag(name, v, { integer: true, min: 1 });
 
 if (import.meta.main) {
   let values;

@@ -50,3 +50,25 @@ export const ImportAdapterRequest = z.object({
   class_word: z.string().max(100).optional(),
 }).strict();
 export type ImportAdapterRequest = z.infer<typeof ImportAdapterRequest>;
+
+/**
+ * Why a prediction cannot use these full fine-tunes (the adapters of its request that are whole models), or
+ * null when it can: at most one, at scale 1. The edge answers 422 with it; a worker fails the job with it.
+ *
+ * @example
+ * ```ts
+ * fullModelConflict([{ id: "adp_1", scale: 0.5 }]); // 'adapter "adp_1" is a full fine-tune ... got 0.5'
+ * ```
+ */
+export function fullModelConflict(full: { id: string; scale: number }[]): string | null {
+  if (full.length > 1) {
+    return `adapters ${full.map((a) => `"${a.id}"`).join(" and ")} are full fine-tunes (whole models); ` +
+      `a prediction can use at most one`;
+  }
+  if (full.length && full[0].scale !== 1) {
+    return `adapter "${full[0].id}" is a full fine-tune (a whole model): it applies at scale 1, got ${
+      full[0].scale
+    }`;
+  }
+  return null;
+}

@@ -23,8 +23,8 @@ Deno.test("Custom Diffusion over HTTP: train two concepts, merge in closed form,
     const stars = [await upload(starPng(0), "s0.png"), await upload(starPng(1), "s1.png")];
     const hearts = [await upload(heartPng(5), "h0.png"), await upload(heartPng(6), "h1.png")];
 
-    const train = async (destination: string, images: string[], token: string, classWord: string) => {
-      const res = await e.json("/v1/trainings", {
+    const train = (destination: string, images: string[], token: string, classWord: string) =>
+      e.trainToDone({
         method: "custom_diffusion",
         base_model: "tiny-shapes",
         destination,
@@ -38,14 +38,6 @@ Deno.test("Custom Diffusion over HTTP: train two concepts, merge in closed form,
           seed: 1,
         },
       });
-      assertEquals(res.status, 201, await res.clone().text());
-      const job = await res.json();
-      const events = await e.stream(job.urls.stream);
-      assertEquals(events.at(-1)?.event, "done", JSON.stringify(events.map((x) => x.event)));
-      const done = await (await e.api(`/v1/trainings/${job.id}`)).json();
-      assertEquals(done.status, "succeeded", String(done.error));
-      return done;
-    };
 
     let star: Record<string, unknown> = {}, heart: Record<string, unknown> = {};
     await t.step("two trainings succeed with progress, regularization and the K/V layers", async () => {

@@ -22,21 +22,13 @@ Deno.test("DreamBooth full fine-tune over HTTP: train, download, generate with t
       assertEquals(res.status, 201, await res.clone().text());
       images.push((await res.json()).id);
     }
-    const trainAndWait = async (destination: string, input: Record<string, unknown>) => {
-      const res = await e.json("/v1/trainings", {
+    const trainAndWait = (destination: string, input: Record<string, unknown>) =>
+      e.trainToDone({
         method: "dreambooth",
         base_model: "tiny-shapes",
         destination,
         input: { images, seed: 1, with_prior_preservation: false, ...input },
       });
-      assertEquals(res.status, 201, await res.clone().text());
-      const job = await res.json();
-      const events = await e.stream(job.urls.stream);
-      assertEquals(events.at(-1)?.event, "done", JSON.stringify(events.map((x) => x.event)));
-      const done = await (await e.api(`/v1/trainings/${job.id}`)).json();
-      assertEquals(done.status, "succeeded", String(done.error));
-      return done;
-    };
 
     let fullId = "";
     let checkpoint = new Uint8Array();

@@ -48,6 +48,11 @@ export interface E2E {
   startWorker(o?: Partial<GpuWorkerOptions>): Promise<GpuWorker>;
   /** The events of a job's stream until `done` (or `ms` elapse). */
   stream(url: string, key?: string, ms?: number): Promise<SseEvent[]>;
+  /**
+   * POST /v1/trainings with `body`, follow its stream to `done`, and return the finished training; throws
+   * unless it was accepted (201) and succeeded.
+   */
+  trainToDone(body: Record<string, unknown>): Promise<Record<string, unknown>>;
   /** Polls GET `path` until `accept` holds; returns that body. */
   poll(
     path: string,
@@ -125,6 +130,20 @@ export async function startE2E(o: E2EOptions = {}): Promise<E2E> {
       return w;
     },
     stream: (streamUrl, key = a.key, ms = 60_000) => readStream(streamUrl, key, ms),
+    trainToDone: async (body) => {
+      const res = await e.json("/v1/trainings", body);
+      if (res.status !== 201) throw new Error(`POST /v1/trainings: ${res.status} ${await res.text()}`);
+      const job = await res.json();
+      const events = await readStream(job.urls.stream, a.key, 60_000);
+      if (events.at(-1)?.event !== "done") {
+        throw new Error(
+          `training ${job.id}: stream ended with ${JSON.stringify(events.map((x) => x.event))}`,
+        );
+      }
+      const done = await (await api(`/v1/trainings/${job.id}`)).json();
+      if (done.status !== "succeeded") throw new Error(`training ${job.id} ${done.status}: ${done.error}`);
+      return done;
+    },
     poll: async (path, accept, ms = 60_000, key = a.key) => {
       const end = Date.now() + ms;
       let last: Record<string, unknown> = {};

@@ -10,6 +10,7 @@ import { idempotency, jsonBody } from "../idempotency.ts";
 import { unknownRef } from "../jobs.ts";
 import { convertLora, LoraConversionError } from "../lora_formats.ts";
 import { readSafetensors } from "../../gpu-worker/models/safetensors.ts";
+import { describeFullCheckpoint, isFullCheckpointFile } from "../../gpu-worker/adapters/full_checkpoint.ts";
 import { requireModel } from "../models.ts";
 import { type OpenApi, route } from "../openapi.ts";
 import { ApiProblem } from "../problem.ts";
@@ -68,13 +69,10 @@ export function adapterRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
       }
       // A full DreamBooth checkpoint (this service's own download) imports as a model, not a LoRA.
       const stored = await edge.blobs.get(file.sha256);
-      const meta = stored === null ? {} : readSafetensors(stored, body.file).metadata;
-      const fullModel = meta.checkpoint === "full";
+      const weights = stored === null ? null : readSafetensors(stored, body.file);
+      const fullModel = weights !== null && isFullCheckpointFile(weights);
       // Its token and class word default to the ones it was trained with.
-      let info: { token?: unknown; class_word?: unknown } = {};
-      try {
-        if (fullModel) info = JSON.parse(meta.info ?? "{}");
-      } catch { /* no readable info: no defaults */ }
+      const info = fullModel ? describeFullCheckpoint(weights).info : {};
       const text = (v: unknown) => (typeof v === "string" && v ? v : null);
       const rec: AdapterRecord = {
         id: newId("adp"),

@@ -15,6 +15,7 @@ import { predictionPrice } from "../pricing.ts";
 import { routePrompt } from "../prompt_routing.ts";
 import type { AdapterRecord } from "../records.ts";
 import { ApiProblem } from "../problem.ts";
+import { fullModelConflict } from "../../shared/adapters.ts";
 import { jobRoutes, present } from "./jobs.ts";
 
 export const COSTLY_HEADERS = {
@@ -38,23 +39,11 @@ export function describeAdapter(a: AdapterRecord) {
 
 /** A full fine-tune is a whole model: at most one per prediction, and only at scale 1. */
 function checkFullModels(used: { id: string; scale: number }[], byId: Map<string, AdapterRecord>) {
-  const full = used.filter((a) => byId.get(a.id)?.full_model);
-  const refuse = (reason: string) =>
-    new ApiProblem(422, "invalid-request", "Invalid request", `input.adapters: ${reason}`, {
+  const reason = fullModelConflict(used.filter((a) => byId.get(a.id)?.full_model));
+  if (reason) {
+    throw new ApiProblem(422, "invalid-request", "Invalid request", `input.adapters: ${reason}`, {
       invalid_fields: [{ name: "input.adapters", reason }],
     });
-  if (full.length > 1) {
-    throw refuse(
-      `adapters ${full.map((a) => `"${a.id}"`).join(" and ")} are full fine-tunes (whole models); ` +
-        `a prediction can use at most one`,
-    );
-  }
-  if (full.length && full[0].scale !== 1) {
-    throw refuse(
-      `adapter "${full[0].id}" is a full fine-tune (a whole model): it applies at scale 1, got ${
-        full[0].scale
-      }`,
-    );
   }
 }
 

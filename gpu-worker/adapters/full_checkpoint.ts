@@ -51,10 +51,20 @@ export class FullCheckpointError extends Error {
   }
 }
 
-function copyTensors(f: SafetensorsFile, prefix: string, into: Record<string, TensorData>) {
+/** Copies a file's tensors (views, not copies) into `into`, adding a prefix or keeping those under one. */
+function copyTensors(
+  f: SafetensorsFile,
+  into: Record<string, TensorData>,
+  o: { add?: string; strip?: string },
+) {
   for (const n of f.names()) {
+    if (o.strip && !n.startsWith(o.strip)) continue;
     const e = f.entry(n);
-    into[prefix + n] = { dtype: e.dtype, shape: e.shape, data: f.bytes(n) };
+    into[(o.add ?? "") + n.slice(o.strip?.length ?? 0)] = {
+      dtype: e.dtype,
+      shape: e.shape,
+      data: f.bytes(n),
+    };
   }
 }
 
@@ -67,9 +77,9 @@ export async function encodeFullCheckpoint(
   o: { withTextEncoder?: boolean; info?: Record<string, unknown> } = {},
 ): Promise<Uint8Array> {
   const tensors: Record<string, TensorData> = {};
-  copyTensors(await loadSafetensors(`${folder}/${PARTS.unet}`), "unet.", tensors);
+  copyTensors(await loadSafetensors(`${folder}/${PARTS.unet}`), tensors, { add: "unet." });
   if (o.withTextEncoder) {
-    copyTensors(await loadSafetensors(`${folder}/${PARTS.text_encoder}`), "text_encoder.", tensors);
+    copyTensors(await loadSafetensors(`${folder}/${PARTS.text_encoder}`), tensors, { add: "text_encoder." });
   }
   return writeSafetensors(tensors, {
     format: "pt",
@@ -166,11 +176,7 @@ export async function materializeFullCheckpoint(
         }
       }
       const tensors: Record<string, TensorData> = {};
-      for (const n of f.names()) {
-        if (!n.startsWith(`${part}.`)) continue;
-        const en = f.entry(n);
-        tensors[n.slice(part.length + 1)] = { dtype: en.dtype, shape: en.shape, data: f.bytes(n) };
-      }
+      copyTensors(f, tensors, { strip: `${part}.` });
       await Deno.writeFile(`${tmp}/${PARTS[part]}`, writeSafetensors(tensors, { format: "pt" }));
     }
     await Deno.remove(outDir, { recursive: true }).catch(() => {});

@@ -64,6 +64,36 @@ export type DecodedAdapter =
   | { kind: "custom_diffusion"; adapter: CustomDiffusionAdapter; sha256: string }
   | { kind: "full"; sha256: string; path: string; info: Record<string, unknown> };
 
+/**
+ * Get-or-make in a Map of promises kept as a least-recently-used cache: a hit moves to the end, a failed make
+ * is forgotten, and entries beyond `max` are dropped oldest first (each handed to `evicted`).
+ */
+function lruGet<T>(
+  map: Map<string, Promise<T>>,
+  key: string,
+  max: number,
+  make: () => Promise<T>,
+  evicted?: (key: string, value: Promise<T>) => void,
+): Promise<T> {
+  let p = map.get(key);
+  if (p) map.delete(key);
+  else {
+    const made = make();
+    made.catch(() => {
+      if (map.get(key) === made) map.delete(key);
+    });
+    p = made;
+  }
+  map.set(key, p);
+  while (map.size > max) {
+    const oldest = map.keys().next().value!;
+    const value = map.get(oldest)!;
+    map.delete(oldest);
+    evicted?.(oldest, value);
+  }
+  return p;
+}
+
 /** Pipelines of full fine-tunes kept loaded besides the base models' (each holds a whole UNet). */
 const FINETUNED_PIPELINES = 2;
 
@@ -102,44 +132,32 @@ export class WorkerEngine {
 
   /** An adapter by content address (LoRA or Custom Diffusion): decoded once, then served from the cache. */
   adapter(ref: BlobRef, download: (ref: BlobRef) => Promise<Uint8Array>): Promise<DecodedAdapter> {
-    let w = this.loras.get(ref.sha256);
-    if (w) {
-      this.loras.delete(ref.sha256); // re-insert: most recently used last
-    } else {
+    return lruGet(this.loras, ref.sha256, this.opts.loraCacheSize ?? 32, async () => {
       this.loraDownloads++;
-      w = download(ref).then(async (bytes): Promise<DecodedAdapter> => {
-        const source = `adapter ${ref.sha256.slice(0, 12)}`;
-        const file = readSafetensors(bytes, source);
-        if (isFullCheckpointFile(file)) {
-          // Kept on disk, not in this cache's memory: a whole UNet per entry.
-          const dir = `${this.opts.workDir}/checkpoints`;
-          await Deno.mkdir(dir, { recursive: true });
-          const path = `${dir}/${ref.sha256}.safetensors`;
-          await Deno.writeFile(`${path}.part`, bytes);
-          await Deno.rename(`${path}.part`, path);
-          return { kind: "full", sha256: ref.sha256, path, info: describeFullCheckpoint(file).info };
-        }
-        if (isCustomDiffusionFile(file)) {
-          return {
-            kind: "custom_diffusion",
-            adapter: decodeCustomDiffusion(bytes, source),
-            sha256: ref.sha256,
-          };
-        }
-        return { kind: "lora", lora: toLoraWeights(decodeLora(bytes, source)) };
-      });
-      w.catch(() => this.loras.delete(ref.sha256));
-    }
-    this.loras.set(ref.sha256, w);
-    const max = this.opts.loraCacheSize ?? 32;
-    while (this.loras.size > max) {
-      const oldest = this.loras.keys().next().value!;
-      const evicted = this.loras.get(oldest)!;
-      this.loras.delete(oldest);
+      const bytes = await download(ref);
+      const source = `adapter ${ref.sha256.slice(0, 12)}`;
+      const file = readSafetensors(bytes, source);
+      if (isFullCheckpointFile(file)) {
+        // Kept on disk, not in this cache's memory: a whole UNet per entry.
+        const dir = `${this.opts.workDir}/checkpoints`;
+        await Deno.mkdir(dir, { recursive: true });
+        const path = `${dir}/${ref.sha256}.safetensors`;
+        await Deno.writeFile(`${path}.part`, bytes);
+        await Deno.rename(`${path}.part`, path);
+        return { kind: "full", sha256: ref.sha256, path, info: describeFullCheckpoint(file).info };
+      }
+      if (isCustomDiffusionFile(file)) {
+        return {
+          kind: "custom_diffusion",
+          adapter: decodeCustomDiffusion(bytes, source),
+          sha256: ref.sha256,
+        };
+      }
+      return { kind: "lora", lora: toLoraWeights(decodeLora(bytes, source)) };
+    }, (_, evicted) => {
       // A full checkpoint's file goes with its entry (a pipeline already built from it keeps its own folder).
       evicted.then((d) => d.kind === "full" ? Deno.remove(d.path) : undefined).catch(() => {});
-    }
-    return w;
+    });
   }
 
   /**
@@ -152,47 +170,24 @@ export class WorkerEngine {
     a: Extract<DecodedAdapter, { kind: "full" }>,
   ): Promise<StableDiffusionPipeline> {
     const key = `${baseModel}--${a.sha256.slice(0, 32)}`;
-    let p = this.finetuned.get(key);
-    if (p) this.finetuned.delete(key);
-    else {
-      const dir = `${this.opts.workDir}/finetuned/${key}`;
-      p = (async () => {
-        try {
-          await Deno.stat(`${dir}/model_index.json`);
-        } catch {
-          await materializeFullCheckpoint(await loadFullCheckpoint(a.path), this.modelDir(baseModel), dir);
-        }
-        return await StableDiffusionPipeline.load(dir, this.runner, {
-          ep: this.opts.ep,
-          cacheDir: `${this.opts.workDir}/onnx/${key}`,
-        });
-      })();
-      p.catch(() => this.finetuned.delete(key));
-    }
-    this.finetuned.set(key, p);
-    while (this.finetuned.size > FINETUNED_PIPELINES) {
-      const oldest = this.finetuned.keys().next().value!;
-      const evicted = this.finetuned.get(oldest)!;
-      this.finetuned.delete(oldest);
-      evicted.then((x) => x.release()).catch(() => {});
-      for (const d of [`${this.opts.workDir}/finetuned/${oldest}`, `${this.opts.workDir}/onnx/${oldest}`]) {
-        Deno.remove(d, { recursive: true }).catch(() => {});
+    const dirs = (k: string) => [`${this.opts.workDir}/finetuned/${k}`, `${this.opts.workDir}/onnx/${k}`];
+    return lruGet(this.finetuned, key, FINETUNED_PIPELINES, async () => {
+      const [dir, cacheDir] = dirs(key);
+      try {
+        await Deno.stat(`${dir}/model_index.json`);
+      } catch {
+        await materializeFullCheckpoint(await loadFullCheckpoint(a.path), this.modelDir(baseModel), dir);
       }
-    }
-    return p;
+      return await StableDiffusionPipeline.load(dir, this.runner, { ep: this.opts.ep, cacheDir });
+    }, (oldest, evicted) => {
+      evicted.then((x) => x.release()).catch(() => {});
+      for (const d of dirs(oldest)) Deno.remove(d, { recursive: true }).catch(() => {});
+    });
   }
 
   /** A value computed once per key (e.g. a merged set of concepts), kept among the last 16. */
   cached<T>(key: string, make: () => Promise<T>): Promise<T> {
-    let p = this.derived.get(key) as Promise<T> | undefined;
-    if (p) this.derived.delete(key);
-    else {
-      p = make();
-      p.catch(() => this.derived.delete(key));
-    }
-    this.derived.set(key, p);
-    while (this.derived.size > 16) this.derived.delete(this.derived.keys().next().value!);
-    return p;
+    return lruGet(this.derived as Map<string, Promise<T>>, key, 16, make);
   }
 
   /** Releases the sessions and stops the engine thread. */

@@ -14,6 +14,7 @@
 import { Buffer } from "node:buffer";
 import { z } from "zod";
 import { PredictionInput } from "../../shared/prediction.ts";
+import { fullModelConflict } from "../../shared/adapters.ts";
 import { BlobRef } from "../../shared/worker_protocol.ts";
 import { encodePng, resizeBilinear, type RgbImage } from "../image/png.ts";
 import { decodeImage } from "../training/data.ts";
@@ -76,19 +77,8 @@ export async function predict(ctx: JobContext): Promise<JobResult> {
   }
   // A full fine-tune is a whole model: the request runs on its pipeline (the other adapters ride on it).
   const full = decodedAdapters.filter((a) => a.decoded.kind === "full");
-  if (full.length > 1) {
-    throw new RangeError(
-      `adapters ${full.map((a) => `"${a.id}"`).join(" and ")} are full fine-tunes (whole models); ` +
-        `a prediction can use at most one`,
-    );
-  }
-  if (full.length && full[0].scale !== 1) {
-    throw new RangeError(
-      `adapter "${full[0].id}" is a full fine-tune (a whole model): it applies at scale 1, got ${
-        full[0].scale
-      }`,
-    );
-  }
+  const conflict = fullModelConflict(full);
+  if (conflict) throw new RangeError(conflict);
   const fullModel = full[0]?.decoded;
   const pipe = fullModel?.kind === "full"
     ? await engine.finetunedPipeline(job.baseModel, fullModel)
