@@ -1,19 +1,21 @@
 /**
  * `deno task pretrain`: trains the tiny ShapesWorld base model from scratch with this project's own engine
  * (autodiff over ONNX, AdamW), in three phases, and writes it in diffusers layout:
- *   1. the VAE (reconstruction + small KL) on rendered ShapesWorld images;
+ *   1. the VAE (reconstruction + small KL) on rendered ShapesWorld images of the whole world (it reads no
+ *      captions; see `vaeImage`);
  *   2. latents of a fixed, seeded set of training scenes, encoded once; the latent scale (scaling_factor)
  *      set to 1 / std of those latents, as SD did;
  *   3. the UNet and the text encoder together on (latent, caption) pairs, captions dropped 10% of the time so
  *      classifier-free guidance works;
- *   4. (only with `--phase decoder`) the VAE decoder alone, fine-tuned on posterior samples of the cached latents with
- *      L1 + MSE, as Stability's ft-MSE decoder: the latent space (and the UNet) stay valid, textures and
- *      small objects come back sharper. It can run after or alongside phase 3.
+ *   4. (only with `--phase decoder`) the VAE decoder alone, fine-tuned on posterior samples of the fixed
+ *      encoder with L1 + MSE, as Stability's ft-MSE decoder: the latent space (and the UNet) stay valid,
+ *      textures and colours come back truer. It can run after or alongside phase 3.
  * Each phase checkpoints under `<out>/.pretrain/` and resumes (`--resume`) after an interruption.
  *
  * Usage: deno task pretrain [--out models/tiny-shapes] [--vae-steps 2500] [--unet-steps 9000] [--batch 16]
  *          [--dataset 20000] [--seed 0] [--resume] [--phase vae|latents|unet|decoder|all]
- *          [--decoder-steps 3000] [--latent-channels 4] [--kl-weight 1e-4] [--vae-l1 0]
+ *          [--decoder-steps 3000] [--decoder-lr 3e-4] [--latent-channels 4] [--kl-weight 1e-4] [--vae-l1 0]
+ *          [--lr 5e-4] [--vae-batch 8]
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
@@ -29,9 +31,10 @@ import { DiffusionTrainer, type TrainingExample } from "../gpu-worker/training/d
 import { runTraining } from "../gpu-worker/training/loop.ts";
 import { Rng } from "../gpu-worker/random.ts";
 import { imagesToTensor } from "../gpu-worker/image/png.ts";
-import { captionOf, sampleTrainScene } from "../gpu-worker/shapesworld/world.ts";
+import { captionOf, sampleScene, sampleTrainScene } from "../gpu-worker/shapesworld/world.ts";
 import { renderScene } from "../gpu-worker/shapesworld/render.ts";
 import { makeTinyModel } from "./make_tiny_model.ts";
+import { FlagError, numberFlag } from "./flags.ts";
 import { Tensor } from "../gpu-worker/tensor.ts";
 
 const SIZE = 64;
@@ -43,17 +46,36 @@ function item(seed: number, i: number) {
   return { image: renderScene(scene, SIZE), caption: captionOf(scene, rng) };
 }
 
+/**
+ * Image i of the autoencoder's set: a seeded scene of the whole world, held-out combinations included. The VAE
+ * never sees a caption; it is an image codec (SD's was trained on other images than its UNet), and one trained
+ * on the training split alone learned the split's colour pairs: it decoded a black cross on red, a held-out
+ * pair, as green. Held-out pairs stay out of everything that reads captions (text encoder and UNet).
+ */
+function vaeImage(seed: number, i: number) {
+  return renderScene(sampleScene(Rng.derive(seed, 0x7ae, i), { twoObjectProbability: 0.25 }), SIZE);
+}
+
 function log(msg: string) {
   console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 }
 
 function progress(label: string) {
   return (
-    e: { step: number; steps: number; loss: number; lr: number; stepsPerSecond: number; etaSeconds: number },
+    e: {
+      step: number;
+      steps: number;
+      loss: number;
+      lr: number;
+      gradNorm: number;
+      stepsPerSecond: number;
+      etaSeconds: number;
+    },
   ) => {
     if (e.step % 25 === 0 || e.step === e.steps) {
       log(
         `${label} step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ` +
+          `grad norm ${e.gradNorm.toFixed(3)} ` +
           `${e.stepsPerSecond.toFixed(2)} steps/s eta ${(e.etaSeconds / 60).toFixed(1)} min`,
       );
     }
@@ -94,7 +116,7 @@ async function trainVae(runner: EngineRunner, out: string, o: Opts) {
     resume: o.resume,
     onProgress: progress("vae"),
     gradients: async (mb) => {
-      const images = imagesToTensor(mb.indices.map((i) => item(o.seed, i).image));
+      const images = imagesToTensor(mb.indices.map((i) => vaeImage(o.seed, i)));
       return await vae.computeGradients(images, mb.rng);
     },
   });
@@ -109,16 +131,7 @@ async function trainVae(runner: EngineRunner, out: string, o: Opts) {
 /** Encodes the dataset's images to posterior means and stds; sets scaling_factor = 1 / std(latents). */
 async function encodeLatents(runner: EngineRunner, out: string, o: Opts) {
   const cfgRaw = JSON.parse(await Deno.readTextFile(`${out}/vae/config.json`));
-  const cfg = parseVaeConfig(cfgRaw);
-  const g = new GraphBuilder("vae_encoder");
-  buildVaeEncoder(
-    new ModelContext(
-      g,
-      WeightSource.fromFiles([await loadSafetensors(`${out}/vae/diffusion_pytorch_model.safetensors`)]),
-    ),
-    cfg,
-  );
-  const s = await runner.createSession(g.toBytes(), { inputs: g.inputs });
+  const s = await encoderSession(runner, out);
   const chunk = 32;
   const means: Float32Array[] = [], stds: Float32Array[] = [];
   const captions: string[] = [];
@@ -163,51 +176,53 @@ async function encodeLatents(runner: EngineRunner, out: string, o: Opts) {
   log(`latents: ${means.length} items, std ${std.toFixed(4)} -> scaling_factor ${cfgRaw.scaling_factor}`);
 }
 
-/** Phase 4: the decoder alone on posterior samples of the cached latents (encoder and latent space fixed). */
-async function trainDecoder(runner: EngineRunner, out: string, o: Opts) {
-  const file = readSafetensors(
-    await Deno.readFile(`${out}/.pretrain/latents.safetensors`),
-    "latents.safetensors",
+/** A session of the VAE encoder in `<out>/vae` (outputs latent_mean and latent_logvar). */
+async function encoderSession(runner: EngineRunner, out: string) {
+  const cfg = parseVaeConfig(JSON.parse(await Deno.readTextFile(`${out}/vae/config.json`)));
+  const g = new GraphBuilder("vae_encoder");
+  buildVaeEncoder(
+    new ModelContext(
+      g,
+      WeightSource.fromFiles([await loadSafetensors(`${out}/vae/diffusion_pytorch_model.safetensors`)]),
+    ),
+    cfg,
   );
-  const mean = file.float32("mean"), std = file.float32("std");
-  const per = file.entry("mean").shape[1];
-  const count = file.entry("mean").shape[0];
+  return await runner.createSession(g.toBytes(), { inputs: g.inputs });
+}
+
+/**
+ * Phase 4: the decoder alone, on posterior samples of the fixed encoder over the autoencoder's image set, with
+ * L1 + MSE: the latent space (and the UNet trained on it) stays valid while decoding gets better.
+ */
+async function trainDecoder(runner: EngineRunner, out: string, o: Opts) {
   const cfg = parseVaeConfig(JSON.parse(await Deno.readTextFile(`${out}/vae/config.json`)));
   const vaePath = `${out}/vae/diffusion_pytorch_model.safetensors`;
   const current = readSafetensors(await Deno.readFile(vaePath), vaePath);
+  const encoder = await encoderSession(runner, out);
   const vae = await VaeTrainer.create(runner, cfg, WeightSource.fromFiles([current]), {
     batch: o.vaeBatch,
     size: SIZE,
     decoderOnly: true,
     l1Weight: 1,
   });
-  const lh = SIZE / 2 ** (cfg.block_out_channels.length - 1);
   const res = await runTraining({
     params: vae.params(),
-    datasetSize: count,
+    datasetSize: o.dataset,
     steps: o.decoderSteps,
     batchSize: o.vaeBatch,
     seed: o.seed,
-    optimizer: { lr: 3e-4, weightDecay: 0 },
+    optimizer: { lr: o.decoderLr, weightDecay: 0 },
     lrSchedule: { name: "cosine", warmupSteps: 50 },
     maxGradNorm: 1,
     checkpoint: { dir: `${out}/.pretrain/decoder`, every: 100, keep: 2 },
     resume: o.resume,
     onProgress: progress("decoder"),
     gradients: async (mb) => {
-      const z = new Float32Array(mb.indices.length * per);
-      const eps = mb.rng.normal(z.length);
-      mb.indices.forEach((i, k) => {
-        for (let j = 0; j < per; j++) {
-          z[k * per + j] = mean[i * per + j] + std[i * per + j] * eps[k * per + j];
-        }
-      });
-      const images = imagesToTensor(mb.indices.map((i) => item(o.seed, i).image));
-      return await vae.computeGradients(
-        images,
-        mb.rng,
-        Tensor.f32([mb.indices.length, cfg.latent_channels, lh, lh], z),
-      );
+      const images = imagesToTensor(mb.indices.map((i) => vaeImage(o.seed, i)));
+      const r = await encoder.run({ image: images });
+      const eps = mb.rng.normal(r.latent_mean.size);
+      const z = r.latent_mean.f.map((m, j) => m + Math.exp(0.5 * r.latent_logvar.f[j]) * eps[j]);
+      return await vae.computeGradients(images, mb.rng, Tensor.f32(r.latent_mean.dims, z));
     },
   });
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
@@ -217,6 +232,7 @@ async function trainDecoder(runner: EngineRunner, out: string, o: Opts) {
   for (const t of vae.trained) tensors.set(t.name, t);
   await saveTensors(vaePath, tensors);
   await vae.release();
+  await encoder.release();
   log(`decoder done: last losses ${res.losses.slice(-5).map((l) => l.toFixed(4)).join(" ")}`);
 }
 
@@ -271,6 +287,7 @@ interface Opts {
   vaeBatch: number;
   unetSteps: number;
   decoderSteps: number;
+  decoderLr: number;
   latentChannels: number;
   klWeight: number;
   vaeL1: number;
@@ -290,6 +307,7 @@ if (import.meta.main) {
       "vae-batch": { type: "string" },
       "unet-steps": { type: "string" },
       "decoder-steps": { type: "string" },
+      "decoder-lr": { type: "string" },
       "latent-channels": { type: "string" },
       "kl-weight": { type: "string" },
       "vae-l1": { type: "string" },
@@ -302,20 +320,34 @@ if (import.meta.main) {
     },
   });
   const out = values.out ?? "models/tiny-shapes";
-  const o: Opts = {
-    vaeSteps: Number(values["vae-steps"] ?? 2500),
-    vaeBatch: Number(values["vae-batch"] ?? 8),
-    unetSteps: Number(values["unet-steps"] ?? 9000),
-    decoderSteps: Number(values["decoder-steps"] ?? 3000),
-    latentChannels: Number(values["latent-channels"] ?? 4),
-    klWeight: Number(values["kl-weight"] ?? 1e-4),
-    vaeL1: Number(values["vae-l1"] ?? 0),
-    batch: Number(values.batch ?? 16),
-    dataset: Number(values.dataset ?? 20000),
-    seed: Number(values.seed ?? 0),
-    lr: Number(values.lr ?? 5e-4),
-    resume: !!values.resume,
-  };
+  const int = (name: string, fallback: number, min = 1) =>
+    numberFlag(name, values[name as keyof typeof values] as string | undefined, { integer: true, min }) ??
+      fallback;
+  const positive = (name: string, fallback: number, min = Number.MIN_VALUE) =>
+    numberFlag(name, values[name as keyof typeof values] as string | undefined, { min }) ?? fallback;
+  let o: Opts;
+  try {
+    o = {
+      vaeSteps: int("vae-steps", 2500),
+      vaeBatch: int("vae-batch", 8),
+      unetSteps: int("unet-steps", 9000),
+      decoderSteps: int("decoder-steps", 3000),
+      decoderLr: positive("decoder-lr", 3e-4),
+      latentChannels: int("latent-channels", 4),
+      klWeight: positive("kl-weight", 1e-4, 0),
+      vaeL1: positive("vae-l1", 0, 0),
+      batch: int("batch", 16),
+      dataset: int("dataset", 20000),
+      seed: int("seed", 0, 0),
+      lr: positive("lr", 5e-4),
+      resume: !!values.resume,
+    };
+  } catch (e) {
+    if (!(e instanceof FlagError)) throw e;
+    console.error(e.message);
+    Deno.exit(2);
+  }
+
   const phase = values.phase ?? "all";
   if (!["all", "vae", "latents", "unet", "decoder"].includes(phase)) {
     console.error(`--phase must be one of all, vae, latents, unet, decoder; got "${phase}"`);
