@@ -28,7 +28,7 @@ import { buildVaeEncoder } from "../gpu-worker/models/autoencoder_kl.ts";
 import { loadModelFolder } from "../gpu-worker/models/model_folder.ts";
 import { VaeTrainer } from "../gpu-worker/training/vae_trainer.ts";
 import { DiffusionTrainer, type TrainingExample } from "../gpu-worker/training/diffusion_trainer.ts";
-import { runTraining } from "../gpu-worker/training/loop.ts";
+import { type ProgressEvent, runTraining } from "../gpu-worker/training/loop.ts";
 import { Rng } from "../gpu-worker/random.ts";
 import { imagesToTensor } from "../gpu-worker/image/png.ts";
 import { captionOf, sampleScene, sampleTrainScene } from "../gpu-worker/shapesworld/world.ts";
@@ -61,17 +61,7 @@ function log(msg: string) {
 }
 
 function progress(label: string) {
-  return (
-    e: {
-      step: number;
-      steps: number;
-      loss: number;
-      lr: number;
-      gradNorm: number;
-      stepsPerSecond: number;
-      etaSeconds: number;
-    },
-  ) => {
+  return (e: ProgressEvent) => {
     if (e.step % 25 === 0 || e.step === e.steps) {
       log(
         `${label} step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ` +
@@ -176,17 +166,19 @@ async function encodeLatents(runner: EngineRunner, out: string, o: Opts) {
   log(`latents: ${means.length} items, std ${std.toFixed(4)} -> scaling_factor ${cfgRaw.scaling_factor}`);
 }
 
-/** A session of the VAE encoder in `<out>/vae` (outputs latent_mean and latent_logvar). */
-async function encoderSession(runner: EngineRunner, out: string) {
+/**
+ * A session of the VAE encoder in `<out>/vae` (outputs latent_mean and latent_logvar); `weights` when the
+ * caller has already read that folder's safetensors.
+ */
+async function encoderSession(
+  runner: EngineRunner,
+  out: string,
+  weights?: Awaited<ReturnType<typeof loadSafetensors>>,
+) {
   const cfg = parseVaeConfig(JSON.parse(await Deno.readTextFile(`${out}/vae/config.json`)));
   const g = new GraphBuilder("vae_encoder");
-  buildVaeEncoder(
-    new ModelContext(
-      g,
-      WeightSource.fromFiles([await loadSafetensors(`${out}/vae/diffusion_pytorch_model.safetensors`)]),
-    ),
-    cfg,
-  );
+  weights ??= await loadSafetensors(`${out}/vae/diffusion_pytorch_model.safetensors`);
+  buildVaeEncoder(new ModelContext(g, WeightSource.fromFiles([weights])), cfg);
   return await runner.createSession(g.toBytes(), { inputs: g.inputs });
 }
 
@@ -198,7 +190,7 @@ async function trainDecoder(runner: EngineRunner, out: string, o: Opts) {
   const cfg = parseVaeConfig(JSON.parse(await Deno.readTextFile(`${out}/vae/config.json`)));
   const vaePath = `${out}/vae/diffusion_pytorch_model.safetensors`;
   const current = readSafetensors(await Deno.readFile(vaePath), vaePath);
-  const encoder = await encoderSession(runner, out);
+  const encoder = await encoderSession(runner, out, current);
   const vae = await VaeTrainer.create(runner, cfg, WeightSource.fromFiles([current]), {
     batch: o.vaeBatch,
     size: SIZE,
