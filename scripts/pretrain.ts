@@ -6,7 +6,8 @@
  *   2. latents of a fixed, seeded set of training scenes, encoded once; the latent scale (scaling_factor)
  *      set to 1 / std of those latents, as SD did;
  *   3. the UNet and the text encoder together on (latent, caption) pairs, captions dropped 10% of the time so
- *      classifier-free guidance works;
+ *      classifier-free guidance works (with `--attribute-drop P`, captions re-drawn each time with an object's
+ *      colour or shape left unsaid with chance P);
  *   4. (only with `--phase decoder`) the VAE decoder alone, fine-tuned on posterior samples of the fixed
  *      encoder with L1 + MSE, as Stability's ft-MSE decoder: the latent space (and the UNet) stay valid,
  *      textures and colours come back truer. It can run after or alongside phase 3.
@@ -15,7 +16,8 @@
  * Usage: deno task pretrain [--out models/tiny-shapes] [--vae-steps 2500] [--unet-steps 9000] [--batch 16]
  *          [--dataset 20000] [--seed 0] [--resume] [--phase vae|latents|unet|decoder|all]
  *          [--decoder-steps 3000] [--decoder-lr 3e-4] [--latent-channels 4] [--kl-weight 1e-4] [--vae-l1 0]
- *          [--lr 5e-4] [--vae-batch 8]
+ *          [--lr 5e-4] [--vae-batch 8] [--vae-lr 1e-3]
+ *          [--attribute-drop 0]
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
@@ -31,7 +33,7 @@ import { DiffusionTrainer, type TrainingExample } from "../gpu-worker/training/d
 import { type ProgressEvent, runTraining } from "../gpu-worker/training/loop.ts";
 import { Rng } from "../gpu-worker/random.ts";
 import { imagesToTensor } from "../gpu-worker/image/png.ts";
-import { captionOf, sampleScene, sampleTrainScene } from "../gpu-worker/shapesworld/world.ts";
+import { captionOf, parseCaption, sampleScene, sampleTrainScene } from "../gpu-worker/shapesworld/world.ts";
 import { renderScene } from "../gpu-worker/shapesworld/render.ts";
 import { makeTinyModel } from "./make_tiny_model.ts";
 import { FlagError, numberFlag } from "./flags.ts";
@@ -39,11 +41,41 @@ import { Tensor } from "../gpu-worker/tensor.ts";
 
 const SIZE = 64;
 
+/** Scene i of the pretraining set (training split), and the item's RNG after drawing it. */
+function trainScene(seed: number, i: number) {
+  const rng = Rng.derive(seed, 0x5eed, i);
+  return { scene: sampleTrainScene(rng, { twoObjectProbability: 0.25 }), rng };
+}
+
 /** Training item i of the pretraining set: a seeded scene, its rendering and a caption (seeded per item). */
 function item(seed: number, i: number) {
-  const rng = Rng.derive(seed, 0x5eed, i);
-  const scene = sampleTrainScene(rng, { twoObjectProbability: 0.25 });
+  const { scene, rng } = trainScene(seed, i);
   return { image: renderScene(scene, SIZE), caption: captionOf(scene, rng) };
+}
+
+/**
+ * With `--attribute-drop`, the UNet phase draws a fresh caption of item i's scene every time the item comes
+ * up (instead of the one stored with the latents): size, texture and position dropped as usual, and the colour
+ * or the shape left unsaid with that chance. Checks that the stored captions describe the scenes this seed
+ * draws, so latents made with another seed fail here rather than train on wrong captions.
+ */
+function recaptioner(seed: number, stored: string[], attributeDrop: number) {
+  for (let i = 0; i < Math.min(stored.length, 200); i++) {
+    const want = trainScene(seed, i).scene;
+    const got = parseCaption(stored[i]);
+    const same = got.background === want.background && got.objects.length === want.objects.length &&
+      got.objects.every((o, k) => o.colour === want.objects[k].colour && o.shape === want.objects[k].shape);
+    if (!same) {
+      throw new Error(
+        `--attribute-drop: stored caption ${i} ("${
+          stored[i]
+        }") does not describe scene ${i} of seed ${seed}; ` +
+          `encode the latents with the same --seed`,
+      );
+    }
+  }
+  return (i: number, rng: Rng) =>
+    captionOf(trainScene(seed, i).scene, rng, { attributeDropProbability: attributeDrop });
 }
 
 /**
@@ -99,7 +131,7 @@ async function trainVae(runner: EngineRunner, out: string, o: Opts) {
     steps: o.vaeSteps,
     batchSize: o.vaeBatch,
     seed: o.seed,
-    optimizer: { lr: 1e-3, weightDecay: 0 },
+    optimizer: { lr: o.vaeLr, weightDecay: 0 },
     lrSchedule: { name: "cosine", warmupSteps: 50 },
     maxGradNorm: 1,
     checkpoint: { dir: `${out}/.pretrain/vae`, every: 100, keep: 2 },
@@ -244,11 +276,12 @@ async function trainUNet(runner: EngineRunner, out: string, o: Opts) {
     textEncoder: { trainable: () => true },
   });
   log(`unet+text: ${trainer.trainedParameterCount()} parameters, graph of ${trainer.nodeCount} nodes`);
+  const recaption = o.attributeDrop > 0 ? recaptioner(o.seed, captions, o.attributeDrop) : null;
   const example = (i: number, rng: Rng): TrainingExample => ({
     latent: mean.subarray(i * per, (i + 1) * per).map((v) => v * sf),
     latentStd: std.subarray(i * per, (i + 1) * per).map((v) => v * sf),
     // Unconditional 10% of the time, for classifier-free guidance.
-    caption: rng.uniform() < 0.1 ? "" : captions[i],
+    caption: rng.uniform() < 0.1 ? "" : recaption ? recaption(i, rng) : captions[i],
   });
   const res = await runTraining({
     params: trainer.params(),
@@ -277,6 +310,7 @@ async function trainUNet(runner: EngineRunner, out: string, o: Opts) {
 interface Opts {
   vaeSteps: number;
   vaeBatch: number;
+  vaeLr: number;
   unetSteps: number;
   decoderSteps: number;
   decoderLr: number;
@@ -287,6 +321,7 @@ interface Opts {
   dataset: number;
   seed: number;
   lr: number;
+  attributeDrop: number;
   resume: boolean;
 }
 
@@ -297,6 +332,7 @@ if (import.meta.main) {
       out: { type: "string" },
       "vae-steps": { type: "string" },
       "vae-batch": { type: "string" },
+      "vae-lr": { type: "string" },
       "unet-steps": { type: "string" },
       "decoder-steps": { type: "string" },
       "decoder-lr": { type: "string" },
@@ -307,6 +343,7 @@ if (import.meta.main) {
       dataset: { type: "string" },
       seed: { type: "string" },
       lr: { type: "string" },
+      "attribute-drop": { type: "string" },
       phase: { type: "string" },
       resume: { type: "boolean" },
     },
@@ -322,6 +359,7 @@ if (import.meta.main) {
     o = {
       vaeSteps: int("vae-steps", 2500),
       vaeBatch: int("vae-batch", 8),
+      vaeLr: positive("vae-lr", 1e-3),
       unetSteps: int("unet-steps", 9000),
       decoderSteps: int("decoder-steps", 3000),
       decoderLr: positive("decoder-lr", 3e-4),
@@ -332,6 +370,7 @@ if (import.meta.main) {
       dataset: int("dataset", 20000),
       seed: int("seed", 0, 0),
       lr: positive("lr", 5e-4),
+      attributeDrop: numberFlag("attribute-drop", values["attribute-drop"], { min: 0, max: 1 }) ?? 0,
       resume: !!values.resume,
     };
   } catch (e) {

@@ -361,6 +361,13 @@ export interface CaptionOptions {
   dropProbability?: number;
   /** Chance of a prefix such as "a photo of"; default 0.15. */
   prefixProbability?: number;
+  /**
+   * Chance that each object's colour or its shape (one of the two, evenly) is left unsaid; default 0. An
+   * unsaid shape is said as "shape" ("a red shape"), an unsaid colour is just dropped ("a cross"). Pretraining
+   * uses it so the model reads colour from the colour word and shape from the shape word instead of from their
+   * pairing, which held-out pairs break.
+   */
+  attributeDropProbability?: number;
 }
 
 /** Prefixes {@link captionOf} may put before a caption. */
@@ -382,12 +389,17 @@ function article(next: string): string {
   return /^[aeiou]/.test(next) ? "an" : "a";
 }
 
-function describe(o: SceneObject, rng: Rng | undefined, drop: number): string {
+function describe(o: SceneObject, rng: Rng | undefined, drop: number, attributeDrop: number): string {
   const keep = () => rng === undefined || rng.uniform() >= drop;
   const words: string[] = [];
   if (keep()) words.push(o.size);
   if (keep()) words.push(o.texture);
-  words.push(o.colour, o.shape);
+  // Drawn only when asked for, so captions without attribute dropout keep their random stream.
+  const unsaid = rng !== undefined && attributeDrop > 0 && rng.uniform() < attributeDrop
+    ? (rng.uniform() < 0.5 ? "colour" : "shape")
+    : null;
+  if (unsaid !== "colour") words.push(o.colour);
+  words.push(unsaid === "shape" ? "shape" : o.shape);
   const phrase = keep() ? " " + POSITION_PHRASE[o.position] : "";
   return `${article(words[0])} ${words.join(" ")}${phrase}`;
 }
@@ -395,9 +407,10 @@ function describe(o: SceneObject, rng: Rng | undefined, drop: number): string {
 /**
  * Describes a scene in the caption grammar:
  * `[prefix] object [and object], <colour> background`, where object is
- * `a|an [size] [texture] <colour> <shape> [position phrase]`. Colours, shapes and the background are always
- * named; with an RNG, size, texture and position are each dropped with `dropProbability` and a prefix added
- * with `prefixProbability`; without one the caption names everything and has no prefix.
+ * `a|an [size] [texture] <colour> <shape> [position phrase]`. The background is always named; with an RNG,
+ * size, texture and position are each dropped with `dropProbability`, a prefix added with `prefixProbability`,
+ * and the colour or the shape left unsaid with `attributeDropProbability` (default 0: both always named);
+ * without one the caption names everything and has no prefix.
  *
  * @example
  * ```ts
@@ -407,7 +420,8 @@ function describe(o: SceneObject, rng: Rng | undefined, drop: number): string {
  */
 export function captionOf(scene: Scene, rng?: Rng, opts: CaptionOptions = {}): string {
   const drop = opts.dropProbability ?? 0.3;
-  const objects = scene.objects.map((o) => describe(o, rng, drop)).join(" and ");
+  const attributeDrop = opts.attributeDropProbability ?? 0;
+  const objects = scene.objects.map((o) => describe(o, rng, drop, attributeDrop)).join(" and ");
   let prefix = "";
   if (rng !== undefined && rng.uniform() < (opts.prefixProbability ?? 0.15)) {
     prefix = CAPTION_PREFIXES[rng.int(CAPTION_PREFIXES.length)] + " ";
@@ -471,6 +485,8 @@ const GLUE = new Set([
   "away",
   "side",
   "corner",
+  "shape",
+  "object",
 ]);
 
 function parseObject(words: string[], other: string[]): ParsedObject | null {

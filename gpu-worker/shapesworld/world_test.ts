@@ -194,3 +194,35 @@ Deno.test("held-out split: train sampler never yields it, held-out sampler alway
   assert(isHeldOut({ background: "black", objects: [{ shape: "circle", colour: "yellow" }] }));
   assert(isHeldOut({ background: "white", objects: [{ shape: null, colour: "green" }] }));
 });
+
+Deno.test("captions: attributeDropProbability leaves the colour or the shape unsaid, never both", () => {
+  const rng = new Rng(11);
+  let colourUnsaid = 0, shapeUnsaid = 0, objects = 0;
+  for (let i = 0; i < 3000; i++) {
+    const scene = sampleTrainScene(rng, { twoObjectProbability: 0.25 });
+    const caption = captionOf(scene, rng, { attributeDropProbability: 0.3 });
+    const parsed = parseCaption(caption);
+    assertEquals(parsed.background, scene.background, caption);
+    assertEquals(parsed.objects.length, scene.objects.length, caption);
+    assertEquals(parsed.other, [], caption);
+    scene.objects.forEach((o, k) => {
+      const p = parsed.objects[k];
+      objects++;
+      if (p.colour === null) colourUnsaid++;
+      else assertEquals(p.colour, o.colour, caption);
+      if (p.shape === null) {
+        shapeUnsaid++;
+        assert(/\bshape\b/.test(caption), caption);
+      } else assertEquals(p.shape, o.shape, caption);
+      assert(p.colour !== null || p.shape !== null, caption);
+    });
+  }
+  // Each about 0.15 of objects.
+  for (const n of [colourUnsaid, shapeUnsaid]) {
+    assert(n / objects > 0.12 && n / objects < 0.18, `${n}/${objects}`);
+  }
+  // Without the option the stream is unchanged: the same seed gives the same captions as before it existed.
+  const a = new Rng(3), b = new Rng(3);
+  const s = sampleTrainScene(new Rng(4));
+  assertEquals(captionOf(s, a), captionOf(s, b, { attributeDropProbability: 0 }));
+});
