@@ -19,6 +19,7 @@ Deno.test("the pretrained tiny model follows held-out prompts (background >= 90%
     const misses = r.samples.filter((s) => !s.background || !s.colour || !s.shape)
       .slice(0, 8).map((s) => `${s.prompt} -> ${JSON.stringify(s.found)}`).join("\n");
     const msg = `rates ${JSON.stringify(r.rates)}; some misses:\n${misses}`;
+    console.log(`held-out prompt following, 40 prompts: ${JSON.stringify(r.rates)}`);
     assert(r.rates.background >= 0.9, msg);
     assert(r.rates.colour >= 0.4, msg);
   } finally {

@@ -13,7 +13,7 @@
  * words, EOS and padding) as a strong penalty (`softConstrainedMerge`), since those rows outnumber the feature
  * dimensions. Measured on the tiny model (BENCHMARKS.md): the exact merge on the words alone turned one
  * concept's white background purple, and with EOS was about as faithful as the naive average; the sequence
- * merge keeps every concept-dependent position at least 2x closer than the average (features) and showed both
+ * merge keeps every concept-dependent position about 2x closer than the average (features; 1.85x-2.1x) and showed both
  * concepts in one prompt a little more often than the average (images).
  * Used by `POST /v1/merges` and by predictions that name several Custom Diffusion adapters.
  *

@@ -128,11 +128,14 @@ Deno.test("a short run trains attn2 K/V and the token row only, writes diffusers
         out: `${dir}/out`,
         cacheDir: dir,
         concepts: [{ images: images(3, "star", "purple"), modifier_token: "<new1>", class_word: "star" }],
-        config: { steps: 6, ...CHEAP, learning_rate: 1e-3 },
+        // 20 steps: on the pretrained model 6 steps raised the eval loss (0.465 -> 0.504; one fixed noise draw
+        // per image, so a few steps are within its noise).
+        config: { steps: 20, ...CHEAP, learning_rate: 1e-3 },
         onProgress: (e) => steps.push(e.step),
       });
-      assertEquals(steps, [1, 2, 3, 4, 5, 6]);
+      assertEquals(steps, Array.from({ length: 20 }, (_, i) => i + 1));
       assert(r.losses.every(Number.isFinite));
+      console.log(`eval loss ${r.evalLoss.before.toFixed(4)} -> ${r.evalLoss.after.toFixed(4)}`);
       assert(r.evalLoss.after < r.evalLoss.before, `eval loss ${r.evalLoss.before} -> ${r.evalLoss.after}`);
       assertEquals(r.classImages.generated, 2);
 
