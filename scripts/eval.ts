@@ -11,7 +11,12 @@
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
 import { StableDiffusionPipeline } from "../gpu-worker/pipelines/stable_diffusion.ts";
-import { evaluatePromptFollowing, evaluateReconstruction } from "../gpu-worker/eval/prompt_following.ts";
+import {
+  evaluatePromptFollowing,
+  evaluateReconstruction,
+  type PromptFollowingSample as Sample,
+} from "../gpu-worker/eval/prompt_following.ts";
+import { HELD_OUT_SHAPE_COLOURS } from "../gpu-worker/shapesworld/world.ts";
 import { encodePng } from "../gpu-worker/image/png.ts";
 
 if (import.meta.main) {
@@ -54,14 +59,31 @@ if (import.meta.main) {
     console.log(`background colour right: ${pct(r.rates.background)}`);
     console.log(`object colour right:     ${pct(r.rates.colour)}`);
     console.log(`shape right:             ${pct(r.rates.shape)}`);
-    const byShape = new Map<string, [number, number]>();
-    for (const s of r.samples) {
-      const k = s.scene.objects[0].shape;
-      const [ok, n] = byShape.get(k) ?? [0, 0];
-      byShape.set(k, [ok + (s.shape ? 1 : 0), n + 1]);
-    }
+    // [right, total] per key, in first-seen order.
+    const tally = (key: (s: Sample) => string | null, right: (s: Sample) => boolean) => {
+      const m = new Map<string, [number, number]>();
+      for (const s of r.samples) {
+        const k = key(s);
+        if (k === null) continue;
+        const [ok, n] = m.get(k) ?? [0, 0];
+        m.set(k, [ok + (right(s) ? 1 : 0), n + 1]);
+      }
+      return [...m].map(([k, [ok, n]]) => `${k} ${ok}/${n}`).join(", ");
+    };
+    const heldPair = (s: Sample) => {
+      const o = s.scene.objects[0];
+      return HELD_OUT_SHAPE_COLOURS.some(([sh, c]) => sh === o.shape && c === o.colour)
+        ? `${o.colour} ${o.shape}`
+        : null;
+    };
+    console.log(`shape right, per shape: ${tally((s) => s.scene.objects[0].shape, (s) => s.shape)}`);
     console.log(
-      `shape right, per shape: ${[...byShape].map(([k, [ok, n]]) => `${k} ${ok}/${n}`).join(", ")}`,
+      `object colour right, per held-out kind: ${
+        tally((s) => heldPair(s) ? "(shape, colour) pair" : "(colour, background) pair", (s) => s.colour)
+      }`,
+    );
+    console.log(
+      `object colour right, per held-out (shape, colour) pair: ${tally(heldPair, (s) => s.colour)}`,
     );
     if (values.sheet) {
       const cols = 10, rows = Math.ceil(r.samples.length / cols);
