@@ -66,12 +66,10 @@ function recaptioner(seed: number, stored: string[], attributeDrop: number) {
     const same = got.background === want.background && got.objects.length === want.objects.length &&
       got.objects.every((o, k) => o.colour === want.objects[k].colour && o.shape === want.objects[k].shape);
     if (!same) {
-      throw new Error(
-        `--attribute-drop: stored caption ${i} ("${
-          stored[i]
-        }") does not describe scene ${i} of seed ${seed}; ` +
-          `encode the latents with the same --seed`,
-      );
+      const msg =
+        `--attribute-drop: stored caption ${i} ("${stored[i]}") does not describe scene ${i} of seed ` +
+        `${seed}; encode the latents with the same --seed`;
+      throw new Error(msg);
     }
   }
   return (i: number, rng: Rng) =>
