@@ -51,9 +51,11 @@ Deno.test("a worker killed mid-training: another worker resumes the job from its
     assertEquals(checkpointed.status, "processing", "A was killed mid-training");
 
     const workerB = await e.startWorker({ name: "worker-b", checkpointEvery: 5 });
+    // 180 s, not the 60 s default: on two busy cores worker B was at step 24 of 60 after 60 s in one run.
     const done = await e.poll(
       `/v1/trainings/${id}`,
       (t) => ["succeeded", "failed", "canceled"].includes(String(t.status)),
+      180_000,
     );
     assertEquals(done.status, "succeeded", String(done.error) + String(done.logs));
     const logs = String(done.logs);
