@@ -16,7 +16,7 @@ import {
   evaluateReconstruction,
   type PromptFollowingSample as Sample,
 } from "../gpu-worker/eval/prompt_following.ts";
-import { HELD_OUT_SHAPE_COLOURS } from "../gpu-worker/shapesworld/world.ts";
+import { isHeldOutShapeColour } from "../gpu-worker/shapesworld/world.ts";
 import { encodePng } from "../gpu-worker/image/png.ts";
 
 if (import.meta.main) {
@@ -72,9 +72,7 @@ if (import.meta.main) {
     };
     const heldPair = (s: Sample) => {
       const o = s.scene.objects[0];
-      return HELD_OUT_SHAPE_COLOURS.some(([sh, c]) => sh === o.shape && c === o.colour)
-        ? `${o.colour} ${o.shape}`
-        : null;
+      return isHeldOutShapeColour(o.shape, o.colour) ? `${o.colour} ${o.shape}` : null;
     };
     console.log(`shape right, per shape: ${tally((s) => s.scene.objects[0].shape, (s) => s.shape)}`);
     console.log(

@@ -56,12 +56,13 @@ function item(seed: number, i: number) {
 /**
  * With `--attribute-drop`, the UNet phase draws a fresh caption of item i's scene every time the item comes
  * up (instead of the one stored with the latents): size, texture and position dropped as usual, and the colour
- * or the shape left unsaid with that chance. Checks that the stored captions describe the scenes this seed
- * draws, so latents made with another seed fail here rather than train on wrong captions.
+ * or the shape left unsaid with that chance. The scenes are drawn once here; the stored captions must describe
+ * them, so latents made with another seed fail here rather than train on wrong captions.
  */
 function recaptioner(seed: number, stored: string[], attributeDrop: number) {
+  const scenes = stored.map((_, i) => trainScene(seed, i).scene);
   for (let i = 0; i < Math.min(stored.length, 200); i++) {
-    const want = trainScene(seed, i).scene;
+    const want = scenes[i];
     const got = parseCaption(stored[i]);
     const same = got.background === want.background && got.objects.length === want.objects.length &&
       got.objects.every((o, k) => o.colour === want.objects[k].colour && o.shape === want.objects[k].shape);
@@ -72,8 +73,7 @@ function recaptioner(seed: number, stored: string[], attributeDrop: number) {
       throw new Error(msg);
     }
   }
-  return (i: number, rng: Rng) =>
-    captionOf(trainScene(seed, i).scene, rng, { attributeDropProbability: attributeDrop });
+  return (i: number, rng: Rng) => captionOf(scenes[i], rng, { attributeDropProbability: attributeDrop });
 }
 
 /**

@@ -299,6 +299,18 @@ export const HELD_OUT_COLOUR_BACKGROUNDS: readonly (readonly [ColourName, Colour
 );
 
 const heldShapeColour = new Set(HELD_OUT_SHAPE_COLOURS.map(([s, c]) => `${s}/${c}`));
+
+/**
+ * Whether (shape, colour) is one of {@link HELD_OUT_SHAPE_COLOURS}.
+ *
+ * @example
+ * ```ts
+ * isHeldOutShapeColour("cross", "gray"); // true
+ * ```
+ */
+export function isHeldOutShapeColour(shape: ShapeName | null, colour: ColourName | null): boolean {
+  return heldShapeColour.has(`${shape}/${colour}`);
+}
 const heldColourBackground = new Set(HELD_OUT_COLOUR_BACKGROUNDS.map(([c, b]) => `${c}/${b}`));
 
 /**
@@ -318,7 +330,7 @@ export function isHeldOut(
   },
 ): boolean {
   return scene.objects.some((o) =>
-    heldShapeColour.has(`${o.shape}/${o.colour}`) ||
+    isHeldOutShapeColour(o.shape, o.colour) ||
     heldColourBackground.has(`${o.colour}/${scene.background}`)
   );
 }

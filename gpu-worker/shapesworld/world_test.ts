@@ -8,6 +8,7 @@ import {
   HELD_OUT_COLOUR_BACKGROUNDS,
   HELD_OUT_SHAPE_COLOURS,
   isHeldOut,
+  isHeldOutShapeColour,
   PALETTE,
   parseCaption,
   POSITION_CELL,
@@ -221,8 +222,13 @@ Deno.test("captions: attributeDropProbability leaves the colour or the shape uns
   for (const n of [colourUnsaid, shapeUnsaid]) {
     assert(n / objects > 0.12 && n / objects < 0.18, `${n}/${objects}`);
   }
-  // Without the option the stream is unchanged: the same seed gives the same captions as before it existed.
+  // An explicit 0 draws nothing extra from the RNG: the same captions as leaving the option out.
   const a = new Rng(3), b = new Rng(3);
   const s = sampleTrainScene(new Rng(4));
   assertEquals(captionOf(s, a), captionOf(s, b, { attributeDropProbability: 0 }));
+});
+
+Deno.test("isHeldOutShapeColour: exactly the listed pairs", () => {
+  for (const [s, c] of HELD_OUT_SHAPE_COLOURS) assert(isHeldOutShapeColour(s, c), `${s}/${c}`);
+  assert(!isHeldOutShapeColour("cross", "purple") && !isHeldOutShapeColour(null, "gray"));
 });
