@@ -4,6 +4,7 @@
  * sheet of the generated images.
  *
  * Usage: deno task eval [--model models/tiny-shapes] [--count 200] [--seed 1] [--steps 20] [--guidance 5]
+ *          [--guidance-rescale 0]
  *          [--sheet out.png] [--recon]
  * `--recon` measures the VAE alone instead: the held-out scenes rendered, encoded and decoded, then analyzed the
  * same way (the ceiling generation cannot pass).
@@ -28,6 +29,7 @@ if (import.meta.main) {
       seed: { type: "string" },
       steps: { type: "string" },
       guidance: { type: "string" },
+      "guidance-rescale": { type: "string" },
       sheet: { type: "string" },
       recon: { type: "boolean" },
     },
@@ -52,6 +54,7 @@ if (import.meta.main) {
       seed: Number(values.seed ?? 1),
       steps: Number(values.steps ?? 20),
       guidanceScale: Number(values.guidance ?? 5),
+      guidanceRescale: Number(values["guidance-rescale"] ?? 0),
       keepImages: !!values.sheet,
     });
     const pct = (x: number) => `${(100 * x).toFixed(1)}%`;

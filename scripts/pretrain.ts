@@ -2,7 +2,8 @@
  * `deno task pretrain`: trains the tiny ShapesWorld base model from scratch with this project's own engine
  * (autodiff over ONNX, AdamW), in three phases, and writes it in diffusers layout:
  *   1. the VAE (reconstruction + small KL) on rendered ShapesWorld images of the whole world (it reads no
- *      captions; see `vaeImage`);
+ *      captions; see `vaeImage`); `--colour-latent W` adds the term that makes latents linear in colour
+ *      (see `training/vae_trainer.ts`);
  *   2. latents of a fixed, seeded set of training scenes, encoded once; the latent scale (scaling_factor)
  *      set to 1 / std of those latents, as SD did;
  *   3. the UNet and the text encoder together on (latent, caption) pairs, captions dropped 10% of the time so
@@ -16,7 +17,7 @@
  * Usage: deno task pretrain [--out models/tiny-shapes] [--vae-steps 2500] [--unet-steps 9000] [--batch 16]
  *          [--dataset 20000] [--seed 0] [--resume] [--phase vae|latents|unet|decoder|all]
  *          [--decoder-steps 3000] [--decoder-lr 3e-4] [--latent-channels 4] [--kl-weight 1e-4] [--vae-l1 0]
- *          [--lr 5e-4] [--vae-batch 8] [--vae-lr 1e-3]
+ *          [--lr 5e-4] [--vae-batch 8] [--vae-lr 1e-3] [--colour-latent 0]
  *          [--attribute-drop 0]
  */
 import { parseArgs } from "node:util";
@@ -40,6 +41,11 @@ import { FlagError, numberFlag } from "./flags.ts";
 import { Tensor } from "../gpu-worker/tensor.ts";
 
 const SIZE = 64;
+/**
+ * With `--colour-latent W`, the VAE's first three latent channels (unscaled) are pulled towards 2 x the patch's
+ * mean RGB in [-1, 1]: about the spread (std 1.9) the unconstrained latents had.
+ */
+const COLOUR_LATENT_SCALE = 2;
 
 /** Scene i of the pretraining set (training split), and the item's RNG after drawing it. */
 function trainScene(seed: number, i: number) {
@@ -122,6 +128,7 @@ async function trainVae(runner: EngineRunner, out: string, o: Opts) {
     size: SIZE,
     klWeight: o.klWeight,
     l1Weight: o.vaeL1,
+    colourLatent: o.colourLatent > 0 ? { weight: o.colourLatent, scale: COLOUR_LATENT_SCALE } : undefined,
   });
   const res = await runTraining({
     params: vae.params(),
@@ -315,6 +322,7 @@ interface Opts {
   latentChannels: number;
   klWeight: number;
   vaeL1: number;
+  colourLatent: number;
   batch: number;
   dataset: number;
   seed: number;
@@ -337,6 +345,7 @@ if (import.meta.main) {
       "latent-channels": { type: "string" },
       "kl-weight": { type: "string" },
       "vae-l1": { type: "string" },
+      "colour-latent": { type: "string" },
       batch: { type: "string" },
       dataset: { type: "string" },
       seed: { type: "string" },
@@ -364,6 +373,7 @@ if (import.meta.main) {
       latentChannels: int("latent-channels", 4),
       klWeight: positive("kl-weight", 1e-4, 0),
       vaeL1: positive("vae-l1", 0, 0),
+      colourLatent: positive("colour-latent", 0, 0),
       batch: int("batch", 16),
       dataset: int("dataset", 20000),
       seed: int("seed", 0, 0),

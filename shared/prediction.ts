@@ -22,6 +22,8 @@ export const PredictionInput = z.object({
   num_outputs: z.number().int().min(1).max(16).default(1),
   steps: z.number().int().min(1).max(500).default(20),
   guidance_scale: z.number().min(0).max(50).default(7.5),
+  /** Guidance rescale phi (diffusers' guidance_rescale): 0 is plain guidance; 0.7 advised for zero-SNR models. */
+  guidance_rescale: z.number().min(0).max(1).default(0),
   scheduler: z.enum(SCHEDULERS).default("ddim"),
   seed: z.number().int().min(0).max(2 ** 53 - 1).optional(),
   width: z.number().int().min(8).max(4096).optional(),

@@ -22,6 +22,7 @@ export interface PromptFollowingOptions {
   seed?: number;
   steps?: number;
   guidanceScale?: number;
+  guidanceRescale?: number;
   /** Also keep the images (for a contact sheet). */
   keepImages?: boolean;
 }
@@ -64,6 +65,7 @@ export async function evaluatePromptFollowing(
       seed: seed * 100_003 + i,
       steps: o.steps ?? 20,
       guidanceScale: o.guidanceScale ?? 5,
+      guidanceRescale: o.guidanceRescale ?? 0,
     });
     const a = analyzeImage(images[0]);
     const want = scene.objects[0];

@@ -133,6 +133,7 @@ export async function predict(ctx: JobContext): Promise<JobResult> {
     n: input.num_outputs,
     steps: input.steps,
     guidanceScale: input.guidance_scale,
+    guidanceRescale: input.guidance_rescale,
     scheduler: input.scheduler,
     seed: input.seed,
     width: input.width,

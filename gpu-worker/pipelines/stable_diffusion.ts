@@ -24,6 +24,7 @@ import { EXTRA_TOKENS_INPUT } from "../models/clip_text_model.ts";
 import { createScheduler, type SchedulerName, timestepsForStrength } from "../schedulers/scheduler.ts";
 import { Rng } from "../random.ts";
 import { Tensor } from "../tensor.ts";
+import { classifierFreeGuidance } from "./guidance.ts";
 import { imagesToTensor, resizeBilinear, type RgbImage, tensorToImages } from "../image/png.ts";
 
 /** A LoRA's factors per UNet module path (down [r, in], up [out, r]) and its alpha. */
@@ -59,6 +60,11 @@ export interface GenerateOptions {
   n?: number;
   steps?: number;
   guidanceScale?: number;
+  /**
+   * Guidance rescale phi in 0..1 (diffusers' `guidance_rescale`; default 0): pulls the guided prediction back
+   * towards the conditional one's scale, against over-shooting with zero-terminal-SNR schedules (0.7 advised).
+   */
+  guidanceRescale?: number;
   scheduler?: SchedulerName;
   seed?: number;
   width?: number;
@@ -258,6 +264,10 @@ export class StableDiffusionPipeline {
     if (!Number.isFinite(guidance) || guidance < 0 || guidance > 50) {
       throw new RangeError(`guidanceScale must be in 0..50, got ${guidance}`);
     }
+    const guidanceRescale = o.guidanceRescale ?? 0;
+    if (!Number.isFinite(guidanceRescale) || guidanceRescale < 0 || guidanceRescale > 1) {
+      throw new RangeError(`guidanceRescale must be in 0..1, got ${guidanceRescale}`);
+    }
     const strength = o.strength ?? 0.8;
     if (o.image && !(strength > 0 && strength <= 1)) {
       throw new RangeError(`strength must be in (0, 1], got ${strength}`);
@@ -266,7 +276,7 @@ export class StableDiffusionPipeline {
     if (!Number.isSafeInteger(seed) || seed < 0) {
       throw new RangeError(`seed must be a non-negative integer, got ${seed}`);
     }
-    return { width, height, n, steps, guidance, strength, seed };
+    return { width, height, n, steps, guidance, guidanceRescale, strength, seed };
   }
 
   /** LoRA feeds for every slot of `modules`: adapters concatenated along the rank, one scale per rank row. */
@@ -358,12 +368,7 @@ export class StableDiffusionPipeline {
       }, ["out_sample"]);
       evals++;
       let pred = out.out_sample.f;
-      if (cfg) {
-        const half = pred.length / 2;
-        const guided = new Float32Array(half);
-        for (let k = 0; k < half; k++) guided[k] = pred[k] + v.guidance * (pred[half + k] - pred[k]);
-        pred = guided;
-      }
+      if (cfg) pred = classifierFreeGuidance(pred, v.n, v.guidance, v.guidanceRescale);
       latents = scheduler.step(pred, t, latents, rng);
       const x0 = scheduler.predOriginalSample ?? latents;
       await o.onStep?.({

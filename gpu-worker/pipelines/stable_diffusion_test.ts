@@ -71,9 +71,14 @@ Deno.test("every scheduler runs and reports each step; guidance and negative pro
     const base = await p.generate({ prompt: "a blue square", seed: 1, steps: 5, guidanceScale: 7.5 });
     const noCfg = await p.generate({ prompt: "a blue square", seed: 1, steps: 5, guidanceScale: 1 });
     const neg = await p.generate({ prompt: "a blue square", negativePrompt: "red", seed: 1, steps: 5 });
+    const rescaled = await p.generate({ prompt: "a blue square", seed: 1, steps: 5, guidanceRescale: 0.7 });
     assertEquals(base.timings.unetEvals, 5);
     assert(relativeError(pixels(base.images), pixels(noCfg.images)) > 1e-3);
     assert(relativeError(pixels(base.images), pixels(neg.images)) > 1e-3);
+    assert(
+      relativeError(pixels(base.images), pixels(rescaled.images)) > 1e-3,
+      "guidanceRescale reaches the steps",
+    );
   });
 });
 
@@ -128,6 +133,11 @@ Deno.test("bad requests fail before any work, naming the field; cancellation sto
     );
     await assertRejects(() => p.generate({ prompt: "x", steps: 0 }), RangeError, "steps must be");
     await assertRejects(() => p.generate({ prompt: "x", n: 99 }), RangeError, "n must be");
+    await assertRejects(
+      () => p.generate({ prompt: "x", guidanceRescale: 2 }),
+      RangeError,
+      "guidanceRescale must be in 0..1, got 2",
+    );
     await assertRejects(
       () => p.generate({ prompt: "x", scheduler: "lms" as "ddim" }),
       RangeError,

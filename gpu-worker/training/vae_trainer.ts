@@ -7,6 +7,14 @@
  * fine-tune of SD's VAE): the latent space, and so every model trained on it, stays unchanged while
  * reconstructions get sharper. `l1Weight` adds mean |x - x̂| to the loss (sharper edges than MSE alone).
  *
+ * `colourLatent` ties the first three latent channels to the image's colour: it adds
+ * `weight * mean((mean_z[:, 0:3] - scale * avgpool(x))^2)`, the posterior mean's first channels against the
+ * image (in [-1, 1]) averaged over each latent pixel's patch. Without it, nothing in the loss makes the latent
+ * space arrange colours sensibly, and on ShapesWorld it did not: green landed between gray and black on one
+ * line, so classifier-free guidance, which extrapolates away from the unconditional prediction, carried a
+ * green object past green to black. With it, latents are roughly linear in colour (as SD's latents are), and
+ * extrapolating a colour gives a more saturated version of it. The remaining channels stay free for detail.
+ *
  * @example
  * ```ts
  * const vae = await VaeTrainer.create(runner, cfg, WeightSource.random(1), { batch: 8, size: 64 });
@@ -30,19 +38,37 @@ export class VaeTrainer {
     readonly batch: number,
     readonly size: number,
     readonly decoderOnly: boolean,
+    /** `colourLatent.scale` when the colour term is on. */
+    private readonly colourScale: number | null,
   ) {}
 
   static async create(
     runner: EngineRunner,
     cfg: VaeConfig,
     weights: WeightSource,
-    o: { batch: number; size: number; klWeight?: number; decoderOnly?: boolean; l1Weight?: number },
+    o: {
+      batch: number;
+      size: number;
+      klWeight?: number;
+      decoderOnly?: boolean;
+      l1Weight?: number;
+      colourLatent?: { weight: number; scale: number };
+    },
   ): Promise<VaeTrainer> {
+    if (o.colourLatent && (o.decoderOnly || cfg.in_channels !== 3 || cfg.latent_channels < 3)) {
+      throw new RangeError(
+        `colourLatent needs the encoder, 3 image channels and at least 3 latent channels; got ${
+          o.decoderOnly
+            ? "a decoder-only trainer"
+            : `${cfg.in_channels} image and ${cfg.latent_channels} latent channels`
+        }`,
+      );
+    }
     const g = new GraphBuilder("vae_training");
     const ctx = new ModelContext(g, weights, { trainable: () => true });
     const f = 2 ** (cfg.block_out_channels.length - 1);
     const lh = o.size / f;
-    let z, kl = null, image;
+    let z, kl = null, image, colour = null;
     if (o.decoderOnly) {
       z = g.input("latents", "float32", [o.batch, cfg.latent_channels, lh, lh]);
       image = g.input("image", "float32", [o.batch, cfg.in_channels, o.size, o.size]);
@@ -58,6 +84,12 @@ export class VaeTrainer {
           g.op("Add", [logvar, g.scalar(1)]),
         ]),
       ], { keepdims: 0 });
+      if (o.colourLatent) {
+        const target = g.input("colour_target", "float32", [o.batch, 3, lh, lh]);
+        const head = g.op("Slice", [mean, g.ints([0]), g.ints([3]), g.ints([1])]);
+        const dc = g.op("Sub", [head, target]);
+        colour = g.op("ReduceMean", [g.op("Mul", [dc, dc])], { keepdims: 0 });
+      }
     }
     const recon = buildVaeDecoder(ctx, cfg, { batch: o.batch, height: lh, width: lh, latents: z });
     const d = g.op("Sub", [recon, image]);
@@ -68,6 +100,7 @@ export class VaeTrainer {
       const l1 = g.op("ReduceMean", [g.op("Abs", [d])], { keepdims: 0 });
       loss = g.op("Add", [loss, g.op("Mul", [l1, g.scalar(o.l1Weight)])]);
     }
+    if (colour) loss = g.op("Add", [loss, g.op("Mul", [colour, g.scalar(o.colourLatent!.weight)])]);
     g.output(loss, "loss");
     g.output(mse, "mse");
     const trained = [...ctx.trainables].map(([name, v]) => ({ name, ...v }));
@@ -75,7 +108,15 @@ export class VaeTrainer {
       g.output(gr, `grad.${trained[i].name}`)
     );
     const session = await runner.createSession(g.toBytes(), { inputs: g.inputs });
-    return new VaeTrainer(cfg, trained, session, o.batch, o.size, !!o.decoderOnly);
+    return new VaeTrainer(
+      cfg,
+      trained,
+      session,
+      o.batch,
+      o.size,
+      !!o.decoderOnly,
+      o.colourLatent?.scale ?? null,
+    );
   }
 
   /**
@@ -99,6 +140,7 @@ export class VaeTrainer {
       feeds.latents = latents;
     } else {
       feeds.eps = Tensor.f32(dims, rng.normal(dims.reduce((a, b) => a * b)));
+      if (this.colourScale !== null) feeds.colour_target = colourTarget(images, f, this.colourScale);
     }
     for (const t of this.trained) feeds[t.name] = Tensor.f32(t.shape, t.data);
     const out = await this.session.run(feeds, ["loss", "mse", ...this.trained.map((t) => `grad.${t.name}`)]);
@@ -114,4 +156,27 @@ export class VaeTrainer {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/**
+ * The colour term's target: each `f` x `f` patch of the first three image channels (NCHW) averaged, times
+ * `scale`; [N, 3, H / f, W / f].
+ */
+export function colourTarget(images: Tensor, f: number, scale: number): Tensor {
+  const [n, c, h, w] = images.dims;
+  const lh = h / f, lw = w / f;
+  const out = new Float32Array(n * 3 * lh * lw);
+  for (let b = 0; b < n; b++) {
+    for (let ch = 0; ch < 3; ch++) {
+      const src = (b * c + ch) * h * w, dst = (b * 3 + ch) * lh * lw;
+      for (let y = 0; y < h; y++) {
+        for (let x = 0; x < w; x++) {
+          out[dst + Math.floor(y / f) * lw + Math.floor(x / f)] += images.f[src + y * w + x];
+        }
+      }
+    }
+  }
+  const k = scale / (f * f);
+  for (let i = 0; i < out.length; i++) out[i] *= k;
+  return Tensor.f32([n, 3, lh, lw], out);
 }
