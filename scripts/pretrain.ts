@@ -8,7 +8,9 @@
  *      set to 1 / std of those latents, as SD did;
  *   3. the UNet and the text encoder together on (latent, caption) pairs, captions dropped 10% of the time so
  *      classifier-free guidance works (with `--attribute-drop P`, captions re-drawn each time with an object's
- *      colour or shape left unsaid with chance P);
+ *      colour or shape left unsaid with chance P; with `--text-probe W`, linear probes on the text encoder's
+ *      output add W x the cross-entropy of each token's object colour and shape, see `textProbes` in
+ *      `training/diffusion_trainer.ts` and `shapesworld/token_labels.ts`);
  *   4. (only with `--phase decoder`) the VAE decoder alone, fine-tuned on posterior samples of the fixed
  *      encoder with L1 + MSE, as Stability's ft-MSE decoder: the latent space (and the UNet) stay valid,
  *      textures and colours come back truer. It can run after or alongside phase 3.
@@ -18,7 +20,7 @@
  *          [--dataset 20000] [--seed 0] [--resume] [--phase vae|latents|unet|decoder|all]
  *          [--decoder-steps 3000] [--decoder-lr 3e-4] [--latent-channels 4] [--kl-weight 1e-4] [--vae-l1 0]
  *          [--lr 5e-4] [--vae-batch 8] [--vae-lr 1e-3] [--colour-latent 0]
- *          [--attribute-drop 0]
+ *          [--attribute-drop 0] [--text-probe 0]
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
@@ -38,6 +40,8 @@ import { captionOf, parseCaption, sampleScene, sampleTrainScene } from "../gpu-w
 import { renderScene } from "../gpu-worker/shapesworld/render.ts";
 import { makeTinyModel } from "./make_tiny_model.ts";
 import { FlagError, numberFlag } from "./flags.ts";
+import { attributeTokenLabels } from "../gpu-worker/shapesworld/token_labels.ts";
+import { COLOURS, SHAPES } from "../gpu-worker/shapesworld/world.ts";
 import { Tensor } from "../gpu-worker/tensor.ts";
 
 const SIZE = 64;
@@ -279,15 +283,35 @@ async function trainUNet(runner: EngineRunner, out: string, o: Opts) {
     batch: o.batch,
     unetTrainable: () => true,
     textEncoder: { trainable: () => true },
+    textProbes: o.textProbe > 0
+      ? [
+        { name: "colour", classes: COLOURS.length, weight: o.textProbe },
+        { name: "shape", classes: SHAPES.length, weight: o.textProbe },
+      ]
+      : undefined,
   });
   log(`unet+text: ${trainer.trainedParameterCount()} parameters, graph of ${trainer.nodeCount} nodes`);
   const recaption = o.attributeDrop > 0 ? recaptioner(o.seed, captions, o.attributeDrop) : null;
-  const example = (i: number, rng: Rng): TrainingExample => ({
-    latent: mean.subarray(i * per, (i + 1) * per).map((v) => v * sf),
-    latentStd: std.subarray(i * per, (i + 1) * per).map((v) => v * sf),
+  const L = Math.min(folder.tokenizer.modelMaxLength, folder.textConfig.max_position_embeddings);
+  const labels = new Map<string, ReturnType<typeof attributeTokenLabels>>();
+  const labelsOf = (caption: string) => {
+    let l = labels.get(caption);
+    if (!l) labels.set(caption, l = attributeTokenLabels(caption, folder.tokenizer, L));
+    return { colour: l.colour, shape: l.shape };
+  };
+  const example = (i: number, rng: Rng): TrainingExample => {
     // Unconditional 10% of the time, for classifier-free guidance.
-    caption: rng.uniform() < 0.1 ? "" : recaption ? recaption(i, rng) : captions[i],
-  });
+    const caption = rng.uniform() < 0.1 ? "" : recaption ? recaption(i, rng) : captions[i];
+    return {
+      latent: mean.subarray(i * per, (i + 1) * per).map((v) => v * sf),
+      latentStd: std.subarray(i * per, (i + 1) * per).map((v) => v * sf),
+      caption,
+      probeLabels: o.textProbe > 0 ? labelsOf(caption) : undefined,
+    };
+  };
+  // Running means of the probes' cross-entropies, printed with the progress.
+  const probeMeans: Record<string, number> = {};
+  const onProgress = progress("unet");
   const res = await runTraining({
     params: trainer.params(),
     datasetSize: captions.length,
@@ -299,13 +323,26 @@ async function trainUNet(runner: EngineRunner, out: string, o: Opts) {
     maxGradNorm: 1,
     checkpoint: { dir: `${out}/.pretrain/unet`, every: 100, keep: 2 },
     resume: o.resume,
-    onProgress: progress("unet"),
-    gradients: async (mb) =>
-      await trainer.computeGradients(mb.indices.map((i) => example(i, mb.rng)), mb.rng),
+    onProgress: (e) => {
+      onProgress(e);
+      if (o.textProbe > 0 && e.step % 25 === 0) {
+        log(`  text probes (cross-entropy, running mean): ${JSON.stringify(probeMeans)}`);
+      }
+    },
+    gradients: async (mb) => {
+      const r = await trainer.computeGradients(mb.indices.map((i) => example(i, mb.rng)), mb.rng);
+      for (const [k, v] of Object.entries(r.probeLosses)) {
+        probeMeans[k] = Number(((probeMeans[k] ?? v) * 0.95 + v * 0.05).toFixed(4));
+      }
+      return r;
+    },
   });
   const unet = new Map<string, { shape: number[]; data: Float32Array }>();
   const text = new Map<string, { shape: number[]; data: Float32Array }>();
-  for (const t of trainer.trained) (t.kind === "unet" ? unet : text).set(t.name, t);
+  for (const t of trainer.trained) {
+    // The probes only shape training; the model has no place for them.
+    if (t.kind !== "probe") (t.kind === "unet" ? unet : text).set(t.name, t);
+  }
   await saveTensors(`${out}/unet/diffusion_pytorch_model.safetensors`, unet);
   await saveTensors(`${out}/text_encoder/model.safetensors`, text, "text_model.");
   await trainer.release();
@@ -328,6 +365,7 @@ interface Opts {
   seed: number;
   lr: number;
   attributeDrop: number;
+  textProbe: number;
   resume: boolean;
 }
 
@@ -351,6 +389,7 @@ if (import.meta.main) {
       seed: { type: "string" },
       lr: { type: "string" },
       "attribute-drop": { type: "string" },
+      "text-probe": { type: "string" },
       phase: { type: "string" },
       resume: { type: "boolean" },
     },
@@ -379,6 +418,7 @@ if (import.meta.main) {
       seed: int("seed", 0, 0),
       lr: positive("lr", 5e-4),
       attributeDrop: numberFlag("attribute-drop", values["attribute-drop"], { min: 0, max: 1 }) ?? 0,
+      textProbe: positive("text-probe", 0, 0),
       resume: !!values.resume,
     };
   } catch (e) {

@@ -57,6 +57,21 @@ export interface DiffusionTrainingOptions {
   predictionType?: PredictionType;
   /** Min-SNR-gamma loss weighting (diffusers' --snr_gamma); off when absent. */
   snrGamma?: number;
+  /**
+   * Auxiliary linear probes on the text encoder's output (pretraining only; needs `textEncoder`): each adds
+   * `weight` x the mean cross-entropy of a linear classifier (`probe.<name>.weight` [classes, hidden] and
+   * `.bias`, trained, never saved with the model) over the positions an example labels (`probeLabels`). It
+   * asks the encoder to keep an attribute linearly readable at those positions (e.g. an object's colour at
+   * every position after its colour word), not only where the UNet happened to look in training.
+   */
+  textProbes?: TextProbe[];
+}
+
+/** One auxiliary probe of {@link DiffusionTrainingOptions.textProbes}. */
+export interface TextProbe {
+  name: string;
+  classes: number;
+  weight: number;
 }
 
 /** A tensor the optimizer updates; `kind` says where it lives (for saving adapters). */
@@ -64,7 +79,7 @@ export interface TrainedTensor {
   name: string;
   shape: number[];
   data: Float32Array;
-  kind: "lora" | "unet" | "text_encoder" | "token_embedding";
+  kind: "lora" | "unet" | "text_encoder" | "token_embedding" | "probe";
 }
 
 /** One training example: cached VAE posterior (scaled latents) and the caption or precomputed embeddings. */
@@ -78,6 +93,11 @@ export interface TrainingExample {
   weight?: number;
   /** Per-pixel loss mask [h, w] (Custom Diffusion's paste augmentation); default all ones. */
   mask?: Float32Array;
+  /**
+   * Per text probe (by name), a class index for each token position (the tokenizer's padded length), -1 where
+   * the position has no label; absent: no labels in this example.
+   */
+  probeLabels?: Record<string, Int32Array>;
 }
 
 export class DiffusionTrainer {
@@ -187,8 +207,13 @@ export class DiffusionTrainer {
     const maskSum = g.op("ReduceSum", [mask, g.ints([1, 2, 3])], { keepdims: 0 });
     const denom = g.op("Mul", [g.op("Max", [maskSum, g.scalar(1e-6)]), g.scalar(C)]);
     const loss = g.op("ReduceSum", [g.op("Mul", [g.op("Div", [perSample, denom]), weight])], { keepdims: 0 });
-    g.output(loss, "loss");
-    const grads = appendBackward(g, loss, trained.map((t) => g.valueOf(t.name)));
+    let total = loss;
+    if (o.textProbes?.length) {
+      if (!ehs) throw new RangeError("textProbes need the text encoder in the graph (textEncoder)");
+      total = addTextProbes(g, ehs, o.textProbes, [B, L, folder.textConfig.hidden_size], trained, loss);
+    }
+    g.output(total, "loss");
+    const grads = appendBackward(g, total, trained.map((t) => g.valueOf(t.name)));
     grads.forEach((gr, i) => g.output(gr, `grad.${trained[i].name}`));
 
     const session = await runner.createSession(g.toBytes(), { inputs: g.inputs });
@@ -253,7 +278,7 @@ export class DiffusionTrainer {
   async computeGradients(
     examples: TrainingExample[],
     rng: Rng,
-  ): Promise<{ loss: number; grads: Record<string, Float32Array> }> {
+  ): Promise<{ loss: number; grads: Record<string, Float32Array>; probeLosses: Record<string, number> }> {
     const B = this.options.batch;
     if (examples.length !== B) throw new RangeError(`expected ${B} examples per run, got ${examples.length}`);
     const u = this.folder.unetConfig;
@@ -309,11 +334,50 @@ export class DiffusionTrainer {
     } else {
       feeds.encoder_hidden_states = await this.embed(captions);
     }
+    const probes = this.options.textProbes ?? [];
+    for (const p of probes) Object.assign(feeds, this.probeFeeds(p, examples));
     for (const t of this.trained) feeds[t.name] = Tensor.f32(t.shape, t.data);
-    const out = await this.session.run(feeds, ["loss", ...this.trained.map((t) => `grad.${t.name}`)]);
+    const probeOutputs = probes.map((p) => `probe.${p.name}.loss`);
+    const out = await this.session.run(feeds, [
+      "loss",
+      ...probeOutputs,
+      ...this.trained.map((t) => `grad.${t.name}`),
+    ]);
     const grads: Record<string, Float32Array> = {};
     for (const t of this.trained) grads[t.name] = out[`grad.${t.name}`].f;
-    return { loss: out.loss.f[0], grads };
+    const probeLosses = Object.fromEntries(probes.map((p, i) => [p.name, out[probeOutputs[i]].f[0]]));
+    return { loss: out.loss.f[0], grads, probeLosses };
+  }
+
+  /** One-hot targets [B, L, classes] and 1 / (labelled positions) of a probe, checked against its classes. */
+  private probeFeeds(p: TextProbe, examples: TrainingExample[]): Record<string, Tensor> {
+    const B = examples.length;
+    const L = Math.min(this.folder.tokenizer.modelMaxLength, this.folder.textConfig.max_position_embeddings);
+    const onehot = new Float32Array(B * L * p.classes);
+    let count = 0;
+    examples.forEach((ex, b) => {
+      const labels = ex.probeLabels?.[p.name];
+      if (!labels) return;
+      if (labels.length !== L) {
+        throw new RangeError(`example ${b}: probe "${p.name}" has ${labels.length} labels, expected ${L}`);
+      }
+      labels.forEach((c, l) => {
+        if (c === -1) return;
+        if (!(Number.isInteger(c) && c >= 0 && c < p.classes)) {
+          throw new RangeError(
+            `example ${b}: probe "${p.name}" label ${c} at position ${l} is outside 0..${
+              p.classes - 1
+            } (or -1)`,
+          );
+        }
+        onehot[(b * L + l) * p.classes + c] = 1;
+        count++;
+      });
+    });
+    return {
+      [`probe.${p.name}.target`]: Tensor.f32([B, L, p.classes], onehot),
+      [`probe.${p.name}.inv_count`]: Tensor.f32([], new Float32Array([1 / Math.max(count, 1)])),
+    };
   }
 
   /** Parameters in the training loop's form (updated in place by the optimizer). */
@@ -335,4 +399,46 @@ export class DiffusionTrainer {
     await this.session.release();
     await this.textSession?.release();
   }
+}
+
+/**
+ * Appends the probes' losses to `loss`: per probe, mean over labelled positions of -log softmax(h W^T + b)[label],
+ * times its weight. Each probe's mean cross-entropy is also an output (`probe.<name>.loss`). Probe weights start
+ * small and random (seeded by the probe's name), so the first steps do not pull hard on the encoder.
+ */
+function addTextProbes(
+  g: GraphBuilder,
+  hidden: Value,
+  probes: TextProbe[],
+  [B, L, D]: [number, number, number],
+  trained: TrainedTensor[],
+  loss: Value,
+): Value {
+  let total = loss;
+  for (const p of probes) {
+    if (!(Number.isInteger(p.classes) && p.classes >= 2)) {
+      throw new RangeError(`probe "${p.name}": classes must be an integer >= 2, got ${p.classes}`);
+    }
+    if (!(p.weight >= 0)) throw new RangeError(`probe "${p.name}": weight must be >= 0, got ${p.weight}`);
+    const wName = `probe.${p.name}.weight`, bName = `probe.${p.name}.bias`;
+    const seed = [...p.name].reduce((s, ch) => (s * 31 + ch.charCodeAt(0)) >>> 0, 7);
+    trained.push({
+      name: wName,
+      shape: [p.classes, D],
+      data: new Rng(seed).normal(p.classes * D, 0.01),
+      kind: "probe",
+    });
+    trained.push({ name: bName, shape: [p.classes], data: new Float32Array(p.classes), kind: "probe" });
+    const W = g.input(wName, "float32", [p.classes, D]);
+    const bias = g.input(bName, "float32", [p.classes]);
+    const target = g.input(`probe.${p.name}.target`, "float32", [B, L, p.classes]);
+    const invCount = g.input(`probe.${p.name}.inv_count`, "float32", []);
+    const logits = g.op("Add", [g.op("MatMul", [hidden, g.op("Transpose", [W], { perm: [1, 0] })]), bias]);
+    const logp = g.op("Log", [g.op("Add", [g.op("Softmax", [logits], { axis: -1 }), g.scalar(1e-8)])]);
+    const nll = g.op("Neg", [g.op("ReduceSum", [g.op("Mul", [logp, target])], { keepdims: 0 })]);
+    const mean = g.op("Mul", [nll, invCount]);
+    g.output(mean, `probe.${p.name}.loss`);
+    total = g.op("Add", [total, g.op("Mul", [mean, g.scalar(p.weight)])]);
+  }
+  return total;
 }

@@ -113,3 +113,57 @@ Deno.test("per-sample weights and masks: a zero weight or an empty mask removes 
     await trainer.release();
   });
 });
+
+Deno.test("text probes: cross-entropy over labelled positions, gradients match finite differences, labels checked", async () => {
+  await withRunner(async (runner) => {
+    const folder = await loadModelFolder(TINY);
+    const L = Math.min(folder.tokenizer.modelMaxLength, folder.textConfig.max_position_embeddings);
+    const trainer = await DiffusionTrainer.create(runner, folder, {
+      batch: 2,
+      textEncoder: { trainable: (n) => n === "final_layer_norm.weight" },
+      textProbes: [{ name: "colour", classes: 12, weight: 0.5 }],
+    });
+    assertEquals(trainer.trained.map((t) => t.name), [
+      "final_layer_norm.weight",
+      "probe.colour.weight",
+      "probe.colour.bias",
+    ]);
+    const n = folder.unetConfig.in_channels * folder.unetConfig.sample_size ** 2;
+    const labels = new Int32Array(L).fill(-1);
+    labels.fill(3, 4);
+    const ex = examples(n, ["a large red circle, blue background", "a blue star"]);
+    ex[0].probeLabels = { colour: labels };
+    // With near-zero probe weights the softmax is near uniform: mean cross-entropy about ln 12.
+    const r = await trainer.computeGradients(ex, new Rng(9));
+    assert(Math.abs(r.probeLosses.colour - Math.log(12)) < 0.05, `probe loss ${r.probeLosses.colour}`);
+    const unlabelled = await trainer.computeGradients(
+      examples(n, ["a red circle", "a blue star"]),
+      new Rng(9),
+    );
+    assertEquals(unlabelled.probeLosses.colour, 0);
+    assert(unlabelled.grads["probe.colour.weight"].every((x) => x === 0), "no labels, no probe gradient");
+    assert(r.loss > unlabelled.loss, "the probe term adds to the loss");
+    // Directional derivatives through the probe and through the encoder (same noise: same rng seed).
+    for (const name of ["probe.colour.weight", "final_layer_norm.weight"]) {
+      const t = trainer.trained.find((x) => x.name === name)!;
+      const v = new Rng(4).normal(t.data.length);
+      const base = Float32Array.from(t.data);
+      const h = 1e-2;
+      t.data.set(base.map((x, i) => x + h * v[i]));
+      const up = (await trainer.computeGradients(ex, new Rng(9))).loss;
+      t.data.set(base.map((x, i) => x - h * v[i]));
+      const down = (await trainer.computeGradients(ex, new Rng(9))).loss;
+      t.data.set(base);
+      const numeric = (up - down) / (2 * h), analytic = dot(r.grads[name], v);
+      assert(
+        Math.abs(numeric - analytic) <= 0.02 * Math.abs(analytic) + 1e-4,
+        `${name}: numeric ${numeric} vs analytic ${analytic}`,
+      );
+    }
+    ex[0].probeLabels = { colour: new Int32Array(L).fill(12) };
+    await assertRejects(() => trainer.computeGradients(ex, new Rng(9)), RangeError, "outside 0..11");
+    ex[0].probeLabels = { colour: new Int32Array(3) };
+    await assertRejects(() => trainer.computeGradients(ex, new Rng(9)), RangeError, `expected ${L}`);
+    await trainer.release();
+  });
+});
