@@ -13,14 +13,15 @@
  *      `training/diffusion_trainer.ts` and `shapesworld/token_labels.ts`);
  *   4. (only with `--phase decoder`) the VAE decoder alone, fine-tuned on posterior samples of the fixed
  *      encoder with L1 + MSE, as Stability's ft-MSE decoder: the latent space (and the UNet) stay valid,
- *      textures and colours come back truer. It can run after or alongside phase 3.
+ *      textures and colours come back truer. It can run after or alongside phase 3. `--object-weight K` counts
+ *      the objects' pixels 1 + K times in its loss (`objectPixelWeights`): they are a few percent of an image.
  * Each phase checkpoints under `<out>/.pretrain/` and resumes (`--resume`) after an interruption.
  *
  * Usage: deno task pretrain [--out models/tiny-shapes] [--vae-steps 2500] [--unet-steps 9000] [--batch 16]
  *          [--dataset 20000] [--seed 0] [--resume] [--phase vae|latents|unet|decoder|all]
  *          [--decoder-steps 3000] [--decoder-lr 3e-4] [--latent-channels 4] [--kl-weight 1e-4] [--vae-l1 0]
  *          [--lr 5e-4] [--vae-batch 8] [--vae-lr 1e-3] [--colour-latent 0]
- *          [--attribute-drop 0] [--text-probe 0]
+ *          [--attribute-drop 0] [--text-probe 0] [--object-weight 0]
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
@@ -43,6 +44,7 @@ import { FlagError, numberFlag } from "./flags.ts";
 import { attributeTokenLabels } from "../gpu-worker/shapesworld/token_labels.ts";
 import { COLOURS, SHAPES } from "../gpu-worker/shapesworld/world.ts";
 import { Tensor } from "../gpu-worker/tensor.ts";
+import { objectPixelWeights } from "../gpu-worker/shapesworld/object_weights.ts";
 
 const SIZE = 64;
 /**
@@ -92,8 +94,12 @@ function recaptioner(seed: number, stored: string[], attributeDrop: number) {
  * on the training split alone learned the split's colour pairs: it decoded a black cross on red, a held-out
  * pair, as green. Held-out pairs stay out of everything that reads captions (text encoder and UNet).
  */
+function vaeScene(seed: number, i: number) {
+  return sampleScene(Rng.derive(seed, 0x7ae, i), { twoObjectProbability: 0.25 });
+}
+
 function vaeImage(seed: number, i: number) {
-  return renderScene(sampleScene(Rng.derive(seed, 0x7ae, i), { twoObjectProbability: 0.25 }), SIZE);
+  return renderScene(vaeScene(seed, i), SIZE);
 }
 
 function log(msg: string) {
@@ -237,6 +243,7 @@ async function trainDecoder(runner: EngineRunner, out: string, o: Opts) {
     size: SIZE,
     decoderOnly: true,
     l1Weight: 1,
+    pixelWeights: o.objectWeight > 0,
   });
   const res = await runTraining({
     params: vae.params(),
@@ -251,11 +258,16 @@ async function trainDecoder(runner: EngineRunner, out: string, o: Opts) {
     resume: o.resume,
     onProgress: progress("decoder"),
     gradients: async (mb) => {
-      const images = imagesToTensor(mb.indices.map((i) => vaeImage(o.seed, i)));
+      const scenes = mb.indices.map((i) => vaeScene(o.seed, i));
+      const renders = scenes.map((sc) => renderScene(sc, SIZE));
+      const images = imagesToTensor(renders);
       const r = await encoder.run({ image: images });
       const eps = mb.rng.normal(r.latent_mean.size);
       const z = r.latent_mean.f.map((m, j) => m + Math.exp(0.5 * r.latent_logvar.f[j]) * eps[j]);
-      return await vae.computeGradients(images, mb.rng, Tensor.f32(r.latent_mean.dims, z));
+      const weights = o.objectWeight > 0
+        ? objectPixelWeights(renders, scenes.map((sc) => sc.background), o.objectWeight)
+        : undefined;
+      return await vae.computeGradients(images, mb.rng, Tensor.f32(r.latent_mean.dims, z), weights);
     },
   });
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
@@ -366,34 +378,45 @@ interface Opts {
   lr: number;
   attributeDrop: number;
   textProbe: number;
+  objectWeight: number;
   resume: boolean;
 }
 
+const OPTIONS = {
+  out: { type: "string" },
+  "vae-steps": { type: "string" },
+  "vae-batch": { type: "string" },
+  "vae-lr": { type: "string" },
+  "unet-steps": { type: "string" },
+  "decoder-steps": { type: "string" },
+  "decoder-lr": { type: "string" },
+  "latent-channels": { type: "string" },
+  "kl-weight": { type: "string" },
+  "vae-l1": { type: "string" },
+  "colour-latent": { type: "string" },
+  batch: { type: "string" },
+  dataset: { type: "string" },
+  seed: { type: "string" },
+  lr: { type: "string" },
+  "attribute-drop": { type: "string" },
+  "text-probe": { type: "string" },
+  "object-weight": { type: "string" },
+  phase: { type: "string" },
+  resume: { type: "boolean" },
+} as const;
+
+/** The flags; an unknown flag or a flag without its value is a usage error (exit 2), not an uncaught exception. */
+function flags(args: string[]) {
+  try {
+    return parseArgs({ args, options: OPTIONS }).values;
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
+    Deno.exit(2);
+  }
+}
+
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      out: { type: "string" },
-      "vae-steps": { type: "string" },
-      "vae-batch": { type: "string" },
-      "vae-lr": { type: "string" },
-      "unet-steps": { type: "string" },
-      "decoder-steps": { type: "string" },
-      "decoder-lr": { type: "string" },
-      "latent-channels": { type: "string" },
-      "kl-weight": { type: "string" },
-      "vae-l1": { type: "string" },
-      "colour-latent": { type: "string" },
-      batch: { type: "string" },
-      dataset: { type: "string" },
-      seed: { type: "string" },
-      lr: { type: "string" },
-      "attribute-drop": { type: "string" },
-      "text-probe": { type: "string" },
-      phase: { type: "string" },
-      resume: { type: "boolean" },
-    },
-  });
+  const values = flags(Deno.args);
   const out = values.out ?? "models/tiny-shapes";
   const int = (name: string, fallback: number, min = 1) =>
     numberFlag(name, values[name as keyof typeof values] as string | undefined, { integer: true, min }) ??
@@ -419,6 +442,7 @@ if (import.meta.main) {
       lr: positive("lr", 5e-4),
       attributeDrop: numberFlag("attribute-drop", values["attribute-drop"], { min: 0, max: 1 }) ?? 0,
       textProbe: positive("text-probe", 0, 0),
+      objectWeight: positive("object-weight", 0, 0),
       resume: !!values.resume,
     };
   } catch (e) {

@@ -1,6 +1,6 @@
 /**
  * `deno task pretrain` end to end at toy size: every phase runs from a fresh architecture and writes a model
- * folder; `--attribute-drop` re-captions the stored latents' scenes and refuses latents made with another seed;
+ * folder, and the decoder phase (with `--object-weight`) rewrites its VAE; `--attribute-drop` re-captions the stored latents' scenes and refuses latents made with another seed;
  * bad flag values exit 2 with the reason. (Quality is measured by tests/prompt_following_test.ts on the
  * committed weights, not here.)
  */
@@ -31,6 +31,26 @@ Deno.test("deno task pretrain: all phases at toy size; --attribute-drop checks t
     const sf = JSON.parse(await Deno.readTextFile(`${dir}/vae/config.json`)).scaling_factor;
     assert(Number.isFinite(sf) && sf > 0, `scaling_factor ${sf}`);
 
+    // The decoder alone, its loss weighted towards the objects' pixels: the VAE's weights change.
+    const vaeFile = `${dir}/vae/diffusion_pytorch_model.safetensors`;
+    const before = await Deno.readFile(vaeFile);
+    const dec = await pretrain([
+      "--out",
+      dir,
+      ...TOY,
+      "--phase",
+      "decoder",
+      "--decoder-steps",
+      "2",
+      "--object-weight",
+      "4",
+    ]);
+    assertEquals(dec.code, 0, dec.stderr);
+    assert(dec.stdout.includes("decoder step 2/2") && dec.stdout.includes("decoder done"), dec.stdout);
+    const after = await Deno.readFile(vaeFile);
+    assertEquals(after.length, before.length);
+    assert(after.some((b, i) => b !== before[i]), "the decoder phase rewrote the VAE's weights");
+
     // The latents were encoded with seed 0: re-captioning them as seed 1's scenes would train on wrong captions.
     const wrong = await pretrain([
       "--out",
@@ -57,6 +77,9 @@ Deno.test("deno task pretrain refuses bad flag values with the reason, exit 2", 
       [["--attribute-drop", "2"], "--attribute-drop expects a number in 0..1"],
       [["--vae-lr", "0"], "--vae-lr"],
       [["--phase", "text"], "--phase must be one of"],
+      [["--object-weight=-1"], "--object-weight"],
+      [["--object-weight", "-1"], "argument is ambiguous"],
+      [["--unknown-flag", "1"], "--unknown-flag"],
     ] as const
   ) {
     const r = await pretrain(["--out", "/nonexistent", ...args]);

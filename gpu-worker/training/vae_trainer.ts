@@ -6,6 +6,9 @@
  * `decoderOnly` fine-tunes the decoder alone on fixed posterior samples (as Stability's ft-MSE decoder
  * fine-tune of SD's VAE): the latent space, and so every model trained on it, stays unchanged while
  * reconstructions get sharper. `l1Weight` adds mean |x - x̂| to the loss (sharper edges than MSE alone).
+ * `pixelWeights` makes both reconstruction terms weighted means over pixels, with a per-pixel weight the caller
+ * passes with each batch (e.g. larger on a scene's objects, which cover a small part of the image but carry the
+ * attributes a prompt names; the unweighted mean lets the background dominate).
  *
  * `colourLatent` ties the first three latent channels to the image's colour: it adds
  * `weight * mean((mean_z[:, 0:3] - scale * avgpool(x))^2)`, the posterior mean's first channels against the
@@ -21,7 +24,7 @@
  * const { loss, grads } = await vae.computeGradients(images, rng);
  * ```
  */
-import { GraphBuilder } from "../graph/builder.ts";
+import { GraphBuilder, type Value } from "../graph/builder.ts";
 import { appendBackward } from "../graph/autodiff.ts";
 import { ModelContext } from "../models/layers.ts";
 import type { WeightSource } from "../models/weights.ts";
@@ -40,6 +43,7 @@ export class VaeTrainer {
     readonly decoderOnly: boolean,
     /** `colourLatent.scale` when the colour term is on. */
     private readonly colourScale: number | null,
+    private readonly pixelWeights: boolean,
   ) {}
 
   static async create(
@@ -53,6 +57,7 @@ export class VaeTrainer {
       decoderOnly?: boolean;
       l1Weight?: number;
       colourLatent?: { weight: number; scale: number };
+      pixelWeights?: boolean;
     },
   ): Promise<VaeTrainer> {
     if (o.colourLatent && (o.decoderOnly || cfg.in_channels !== 3 || cfg.latent_channels < 3)) {
@@ -93,11 +98,22 @@ export class VaeTrainer {
     }
     const recon = buildVaeDecoder(ctx, cfg, { batch: o.batch, height: lh, width: lh, latents: z });
     const d = g.op("Sub", [recon, image]);
-    const mse = g.op("ReduceMean", [g.op("Mul", [d, d])], { keepdims: 0 });
+    // Weighted mean over pixels: mean(w * e) / mean(w) with w [N, 1, H, W] broadcast over channels.
+    const pixelWeight = o.pixelWeights
+      ? g.input("pixel_weight", "float32", [o.batch, 1, o.size, o.size])
+      : null;
+    const wmean = pixelWeight
+      ? (e: Value) =>
+        g.op("Div", [
+          g.op("ReduceMean", [g.op("Mul", [e, pixelWeight])], { keepdims: 0 }),
+          g.op("ReduceMean", [pixelWeight], { keepdims: 0 }),
+        ])
+      : (e: Value) => g.op("ReduceMean", [e], { keepdims: 0 });
+    const mse = wmean(g.op("Mul", [d, d]));
     let loss = mse;
     if (kl) loss = g.op("Add", [loss, g.op("Mul", [kl, g.scalar(0.5 * (o.klWeight ?? 1e-4))])]);
     if (o.l1Weight) {
-      const l1 = g.op("ReduceMean", [g.op("Abs", [d])], { keepdims: 0 });
+      const l1 = wmean(g.op("Abs", [d]));
       loss = g.op("Add", [loss, g.op("Mul", [l1, g.scalar(o.l1Weight)])]);
     }
     if (colour) loss = g.op("Add", [loss, g.op("Mul", [colour, g.scalar(o.colourLatent!.weight)])]);
@@ -116,17 +132,20 @@ export class VaeTrainer {
       o.size,
       !!o.decoderOnly,
       o.colourLatent?.scale ?? null,
+      !!o.pixelWeights,
     );
   }
 
   /**
    * Loss (and reconstruction MSE) and gradients for a batch of images NCHW in [-1, 1]. A decoder-only trainer
-   * also takes the (unscaled) latents to decode, e.g. posterior samples of a fixed encoder.
+   * also takes the (unscaled) latents to decode, e.g. posterior samples of a fixed encoder; a trainer made with
+   * `pixelWeights` takes the weights [N, 1, H, W] (non-negative, not all zero per batch).
    */
   async computeGradients(
     images: Tensor,
     rng: Rng,
     latents?: Tensor,
+    pixelWeight?: Tensor,
   ): Promise<{ loss: number; mse: number; grads: Record<string, Float32Array> }> {
     const f = 2 ** (this.config.block_out_channels.length - 1);
     const lh = this.size / f;
@@ -141,6 +160,22 @@ export class VaeTrainer {
     } else {
       feeds.eps = Tensor.f32(dims, rng.normal(dims.reduce((a, b) => a * b)));
       if (this.colourScale !== null) feeds.colour_target = colourTarget(images, f, this.colourScale);
+    }
+    if (this.pixelWeights) {
+      const want = [this.batch, 1, this.size, this.size];
+      if (!pixelWeight || pixelWeight.dims.join() !== want.join()) {
+        throw new RangeError(
+          `this VaeTrainer weights pixels: pixel weights must be [${want}], got ${
+            pixelWeight ? `[${pixelWeight.dims}]` : "none"
+          }`,
+        );
+      }
+      if (pixelWeight.f.some((v) => !Number.isFinite(v) || v < 0) || !pixelWeight.f.some((v) => v > 0)) {
+        throw new RangeError("pixel weights must be finite, non-negative and not all zero");
+      }
+      feeds.pixel_weight = pixelWeight;
+    } else if (pixelWeight) {
+      throw new TypeError("pixel weights given to a VaeTrainer created without pixelWeights");
     }
     for (const t of this.trained) feeds[t.name] = Tensor.f32(t.shape, t.data);
     const out = await this.session.run(feeds, ["loss", "mse", ...this.trained.map((t) => `grad.${t.name}`)]);

@@ -103,3 +103,62 @@ Deno.test("VaeTrainer colourLatent: refused for a decoder-only trainer, with why
     );
   });
 });
+
+Deno.test("VaeTrainer pixelWeights: a weighted mean over pixels of both reconstruction terms", async () => {
+  await withRunner(async (runner) => {
+    const rng = new Rng(5);
+    const lh = SIZE / F, per = 3 * SIZE * SIZE, lper = 4 * lh * lh;
+    const x = rng.normal(2 * per, 0.5), z = rng.normal(2 * lper);
+    const opts = { batch: BATCH, size: SIZE, decoderOnly: true, l1Weight: 0.7 };
+    const plain = await VaeTrainer.create(runner, CFG, WeightSource.random(3), opts);
+    const weighted = await VaeTrainer.create(runner, CFG, WeightSource.random(3), {
+      ...opts,
+      pixelWeights: true,
+    });
+    const images = Tensor.f32([BATCH, 3, SIZE, SIZE], x), latents = Tensor.f32([BATCH, 4, lh, lh], z);
+    const w = (f: (n: number, p: number) => number) =>
+      Tensor.f32(
+        [BATCH, 1, SIZE, SIZE],
+        Float32Array.from({ length: BATCH * SIZE * SIZE }, (_, i) => f(Math.floor(i / (SIZE * SIZE)), i)),
+      );
+
+    // Uniform weights (of any size) are the plain mean.
+    const a = await plain.computeGradients(images, rng, latents);
+    const b = await weighted.computeGradients(images, rng, latents, w(() => 3));
+    assert(Math.abs(a.loss - b.loss) <= 1e-5 * a.loss, `uniform weights: ${b.loss} vs ${a.loss}`);
+    const name = plain.trained[0].name;
+    assert(a.grads[name].every((v, i) => Math.abs(v - b.grads[name][i]) <= 1e-4 * (Math.abs(v) + 1e-6)));
+
+    // Weight 1 on the first image and 0 on the second: the loss of the first image alone (a batch of it twice).
+    const first = await weighted.computeGradients(images, rng, latents, w((n) => n === 0 ? 1 : 0));
+    const twice = await plain.computeGradients(
+      Tensor.f32([BATCH, 3, SIZE, SIZE], Float32Array.from([...x.subarray(0, per), ...x.subarray(0, per)])),
+      rng,
+      Tensor.f32([BATCH, 4, lh, lh], Float32Array.from([...z.subarray(0, lper), ...z.subarray(0, lper)])),
+    );
+    assert(Math.abs(first.loss - twice.loss) <= 1e-5 * twice.loss, `${first.loss} vs ${twice.loss}`);
+    assert(
+      Math.abs(first.loss - a.loss) > 1e-3 * a.loss,
+      "the two images' losses differ, so the check can fail",
+    );
+
+    // Wrong or missing weights are refused with what was expected.
+    await assertRejects(() => weighted.computeGradients(images, rng, latents), RangeError, "got none");
+    await assertRejects(
+      () => weighted.computeGradients(images, rng, latents, w(() => 0)),
+      RangeError,
+      "not all zero",
+    );
+    await assertRejects(
+      () => weighted.computeGradients(images, rng, latents, w(() => -1)),
+      RangeError,
+      "non-negative",
+    );
+    await assertRejects(
+      () => plain.computeGradients(images, rng, latents, w(() => 1)),
+      TypeError,
+      "without pixelWeights",
+    );
+    await Promise.all([plain.release(), weighted.release()]);
+  });
+});
