@@ -37,14 +37,20 @@ import { DiffusionTrainer, type TrainingExample } from "../gpu-worker/training/d
 import { type ProgressEvent, runTraining } from "../gpu-worker/training/loop.ts";
 import { Rng } from "../gpu-worker/random.ts";
 import { imagesToTensor } from "../gpu-worker/image/png.ts";
-import { captionOf, parseCaption, sampleScene, sampleTrainScene } from "../gpu-worker/shapesworld/world.ts";
+import {
+  captionOf,
+  parseCaption,
+  sampleScene,
+  sampleTrainScene,
+  type Scene,
+} from "../gpu-worker/shapesworld/world.ts";
 import { renderScene } from "../gpu-worker/shapesworld/render.ts";
 import { makeTinyModel } from "./make_tiny_model.ts";
 import { FlagError, numberFlag } from "./flags.ts";
 import { attributeTokenLabels } from "../gpu-worker/shapesworld/token_labels.ts";
 import { COLOURS, SHAPES } from "../gpu-worker/shapesworld/world.ts";
 import { Tensor } from "../gpu-worker/tensor.ts";
-import { objectPixelWeights } from "../gpu-worker/shapesworld/object_weights.ts";
+import { objectLatentWeights, objectPixelWeights } from "../gpu-worker/shapesworld/object_weights.ts";
 
 const SIZE = 64;
 /**
@@ -71,7 +77,8 @@ function item(seed: number, i: number) {
  * or the shape left unsaid with that chance. The scenes are drawn once here; the stored captions must describe
  * them, so latents made with another seed fail here rather than train on wrong captions.
  */
-function recaptioner(seed: number, stored: string[], attributeDrop: number) {
+/** The seeded scenes behind the stored latents' captions; refuses latents encoded with another seed. */
+function storedScenes(seed: number, stored: string[], flag: string) {
   const scenes = stored.map((_, i) => trainScene(seed, i).scene);
   for (let i = 0; i < Math.min(stored.length, 200); i++) {
     const want = scenes[i];
@@ -79,12 +86,15 @@ function recaptioner(seed: number, stored: string[], attributeDrop: number) {
     const same = got.background === want.background && got.objects.length === want.objects.length &&
       got.objects.every((o, k) => o.colour === want.objects[k].colour && o.shape === want.objects[k].shape);
     if (!same) {
-      const msg =
-        `--attribute-drop: stored caption ${i} ("${stored[i]}") does not describe scene ${i} of seed ` +
+      const msg = `${flag}: stored caption ${i} ("${stored[i]}") does not describe scene ${i} of seed ` +
         `${seed}; encode the latents with the same --seed`;
       throw new Error(msg);
     }
   }
+  return scenes;
+}
+
+function recaptioner(scenes: Scene[], attributeDrop: number) {
   return (i: number, rng: Rng) => captionOf(scenes[i], rng, { attributeDropProbability: attributeDrop });
 }
 
@@ -303,7 +313,23 @@ async function trainUNet(runner: EngineRunner, out: string, o: Opts) {
       : undefined,
   });
   log(`unet+text: ${trainer.trainedParameterCount()} parameters, graph of ${trainer.nodeCount} nodes`);
-  const recaption = o.attributeDrop > 0 ? recaptioner(o.seed, captions, o.attributeDrop) : null;
+  const scenes = o.attributeDrop > 0 || o.objectWeight > 0
+    ? storedScenes(o.seed, captions, o.attributeDrop > 0 ? "--attribute-drop" : "--object-weight")
+    : null;
+  const recaption = o.attributeDrop > 0 ? recaptioner(scenes!, o.attributeDrop) : null;
+  // With --object-weight, the loss mask weighs each latent pixel by the share of its patch that is an object's.
+  const f = SIZE / Math.sqrt(per / folder.unetConfig.in_channels);
+  const masks = new Map<number, Float32Array>();
+  const maskOf = (i: number) => {
+    let m = masks.get(i);
+    if (!m) {
+      masks.set(
+        i,
+        m = objectLatentWeights(renderScene(scenes![i], SIZE), scenes![i].background, o.objectWeight, f),
+      );
+    }
+    return m;
+  };
   const L = Math.min(folder.tokenizer.modelMaxLength, folder.textConfig.max_position_embeddings);
   const labels = new Map<string, ReturnType<typeof attributeTokenLabels>>();
   const labelsOf = (caption: string) => {
@@ -319,6 +345,7 @@ async function trainUNet(runner: EngineRunner, out: string, o: Opts) {
       latentStd: std.subarray(i * per, (i + 1) * per).map((v) => v * sf),
       caption,
       probeLabels: o.textProbe > 0 ? labelsOf(caption) : undefined,
+      mask: o.objectWeight > 0 ? maskOf(i) : undefined,
     };
   };
   // Running means of the probes' cross-entropies, printed with the progress.

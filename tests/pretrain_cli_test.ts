@@ -13,7 +13,7 @@ const TOY = ["--vae-steps", "2", "--vae-batch", "2", "--unet-steps", "2", "--bat
 Deno.test("deno task pretrain: all phases at toy size; --attribute-drop checks the latents' seed", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pretrain_cli_test_" });
   try {
-    const r = await pretrain(["--out", dir, ...TOY, "--attribute-drop", "0.5"]);
+    const r = await pretrain(["--out", dir, ...TOY, "--attribute-drop", "0.5", "--object-weight", "4"]);
     assertEquals(r.code, 0, r.stderr);
     for (const l of ["vae done", "latents: 6 items", "unet step 2/2", "unet done"]) {
       assert(r.stdout.includes(l), `"${l}" in:\n${r.stdout}`);

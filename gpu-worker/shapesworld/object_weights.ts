@@ -6,6 +6,7 @@
  * @example
  * ```ts
  * const w = objectPixelWeights([renderScene(scene, 64)], [scene.background], 4); // [1, 1, 64, 64]
+ * const m = objectLatentWeights(renderScene(scene, 64), scene.background, 4, 4); // 16 * 16 values
  * ```
  */
 import { type ColourName, PALETTE } from "./world.ts";
@@ -50,4 +51,26 @@ export function objectPixelWeights(
     }
   });
   return Tensor.f32([images.length, 1, h, w], out);
+}
+
+/**
+ * The same at latent resolution, for the diffusion loss's per-pixel mask: each `f` x `f` patch weighs
+ * `1 + objectWeight * (share of its pixels that are an object's)`; [H / f * W / f] values, row-major.
+ */
+export function objectLatentWeights(
+  image: RgbImage,
+  background: ColourName,
+  objectWeight: number,
+  f: number,
+): Float32Array {
+  const { width: w, height: h } = image;
+  if (!Number.isInteger(f) || f < 1 || w % f !== 0 || h % f !== 0) {
+    throw new RangeError(`objectLatentWeights: factor ${f} must be a positive integer dividing ${w}x${h}`);
+  }
+  const px = objectPixelWeights([image], [background], objectWeight).f;
+  const lw = w / f, out = new Float32Array((h / f) * lw);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) out[Math.floor(y / f) * lw + Math.floor(x / f)] += px[y * w + x] / (f * f);
+  }
+  return out;
 }

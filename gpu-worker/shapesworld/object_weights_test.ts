@@ -1,5 +1,5 @@
 import { assertEquals, assertThrows } from "../testing.ts";
-import { objectPixelWeights } from "./object_weights.ts";
+import { objectLatentWeights, objectPixelWeights } from "./object_weights.ts";
 import { renderScene } from "./render.ts";
 import type { Scene } from "./world.ts";
 
@@ -41,4 +41,17 @@ Deno.test("objectPixelWeights: bad inputs are refused with what was expected", (
     RangeError,
     "8x8",
   );
+});
+
+Deno.test("objectLatentWeights: each patch 1 + weight x its object share", () => {
+  const img = renderScene(scene, 32);
+  const px = objectPixelWeights([img], ["blue"], 4).f;
+  const m = objectLatentWeights(img, "blue", 4, 4);
+  assertEquals(m.length, 64);
+  // Patch (row 2, column 5) by hand.
+  let sum = 0;
+  for (let y = 8; y < 12; y++) for (let x = 20; x < 24; x++) sum += px[y * 32 + x];
+  assertEquals(Math.abs(m[2 * 8 + 5] - sum / 16) < 1e-6, true);
+  assertEquals([m[0], m[4 * 8 + 4]], [1, 5]); // a corner patch; a patch inside the square
+  assertThrows(() => objectLatentWeights(img, "blue", 4, 5), RangeError, "dividing 32x32");
 });
