@@ -3,7 +3,7 @@
  * analytic checks (background colour, object colour, shape), for BENCHMARKS.md. Optionally writes a contact
  * sheet of the generated images.
  *
- * Usage: deno task eval [--model models/tiny-shapes] [--count 200] [--seed 1] [--steps 20] [--guidance 5]
+ * Usage: deno task eval [--model models/tiny-shapes] [--count 200] [--seed 1] [--steps 20] [--guidance 3]
  *          [--guidance-rescale 0]
  *          [--sheet out.png] [--recon]
  * `--recon` measures the VAE alone instead: the held-out scenes rendered, encoded and decoded, then analyzed the
@@ -53,7 +53,7 @@ if (import.meta.main) {
       count: Number(values.count ?? 200),
       seed: Number(values.seed ?? 1),
       steps: Number(values.steps ?? 20),
-      guidanceScale: Number(values.guidance ?? 5),
+      guidanceScale: Number(values.guidance ?? 3),
       guidanceRescale: Number(values["guidance-rescale"] ?? 0),
       keepImages: !!values.sheet,
     });

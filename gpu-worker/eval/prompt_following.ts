@@ -64,7 +64,7 @@ export async function evaluatePromptFollowing(
       prompt,
       seed: seed * 100_003 + i,
       steps: o.steps ?? 20,
-      guidanceScale: o.guidanceScale ?? 5,
+      guidanceScale: o.guidanceScale ?? 3,
       guidanceRescale: o.guidanceRescale ?? 0,
     });
     const a = analyzeImage(images[0]);
