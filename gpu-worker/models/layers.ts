@@ -7,15 +7,46 @@
  * branch whose factors and per-rank scales are graph inputs, so one session serves every adapter and
  * a scale can change at every sampling step.
  */
-import type { GraphBuilder, Value } from "../graph/builder.ts";
+import type { Dim, GraphBuilder, Value } from "../graph/builder.ts";
 import * as ops from "../graph/ops.ts";
 import type { Init, WeightSource } from "./weights.ts";
+import {
+  type GateSite,
+  loraGate,
+  loraRegionInput,
+  REGION_MASKS_INPUT,
+  RegionMasks,
+  type UNetConditioning,
+} from "./conditioning.ts";
 
-/** LoRA slots: which linears get a low-rank branch (module path patterns, e.g. /attn[12]\.to_[qkv]$/). */
+/**
+ * LoRA slots: which linears and convolutions get a low-rank branch (module path patterns, e.g.
+ * /attn[12]\.to_[qkv]$/; see `lora_targets.ts` for the named sets).
+ */
 export interface LoraSlots {
   targets: RegExp[];
   /** A fixed rank makes the slot's shapes static (training graphs); absent means any rank per run. */
   rank?: number;
+}
+
+/**
+ * A module with a LoRA slot. Factors are fed flat: down [rank, inFeatures], up [outFeatures, rank]. For a
+ * convolution (`kernel` > 0) inFeatures is in_channels x kernel x kernel: down is kohya's `lora_down` conv
+ * [rank, in, k, k] (same stride and padding as the module), up its 1x1 `lora_up` [out, rank, 1, 1].
+ */
+export interface LoraModule {
+  path: string;
+  inFeatures: number;
+  outFeatures: number;
+  /** Convolution kernel size; 0 for a linear. */
+  kernel: number;
+}
+
+/** The factors' shapes as files hold them (4-D for convolutions). */
+export function loraFactorShapes(m: LoraModule, rank: number): { down: number[]; up: number[] } {
+  if (!m.kernel) return { down: [rank, m.inFeatures], up: [m.outFeatures, rank] };
+  const k = m.kernel;
+  return { down: [rank, m.inFeatures / (k * k), k, k], up: [m.outFeatures, rank, 1, 1] };
 }
 
 /** Input names of a LoRA slot for the module at `path`. */
@@ -25,18 +56,57 @@ export function loraInputNames(path: string) {
 
 export class ModelContext {
   /** Module paths that got a LoRA slot, with their (in, out) features. */
-  readonly loraModules: { path: string; inFeatures: number; outFeatures: number }[] = [];
+  readonly loraModules: LoraModule[] = [];
   /** Parameters that became graph inputs (trainable), with their current values. */
   readonly trainables = new Map<string, { shape: number[]; data: Float32Array }>();
+  /** Where the module being built acts (set by the architecture; see `GateSite`). */
+  private site: GateSite = { kind: "global" };
+  private regionMasks: RegionMasks | null = null;
 
   constructor(
     readonly g: GraphBuilder,
     readonly weights: WeightSource,
-    readonly opts: { lora?: LoraSlots; trainable?: (name: string) => boolean } = {},
+    readonly opts: {
+      lora?: LoraSlots;
+      trainable?: (name: string) => boolean;
+      conditioning?: UNetConditioning;
+    } = {},
   ) {}
 
   scope<T>(name: string | number, fn: () => T): T {
     return this.g.scope(name, fn);
+  }
+
+  /** Builds `fn` with its modules acting at `site` (pixels at a level, attention contexts, or nothing spatial). */
+  at<T>(site: GateSite, fn: () => T): T {
+    const prev = this.site;
+    this.site = site;
+    try {
+      return fn();
+    } finally {
+      this.site = prev;
+    }
+  }
+
+  get currentSite(): GateSite {
+    return this.site;
+  }
+
+  /** A graph input several modules read (declared by the first). */
+  sharedInput(name: string, shape: Dim[]): Value {
+    return this.g.inputs.some((i) => i.name === name)
+      ? this.g.valueOf(name)
+      : this.g.input(name, "float32", shape);
+  }
+
+  /** The regional graph's masks (declared on first use), or null in a graph without regions. */
+  regions(): RegionMasks | null {
+    if (!this.opts.conditioning?.regions) return null;
+    this.regionMasks ??= new RegionMasks(
+      this.g,
+      this.g.input(REGION_MASKS_INPUT, "float32", ["regions", "batch", "latent_height", "latent_width"]),
+    );
+    return this.regionMasks;
   }
 
   /** A parameter of the current module: an initializer, or a graph input when trainable. */
@@ -56,32 +126,68 @@ export class ModelContext {
       const b = bias ? this.param("bias", [outF], "zeros") : null;
       let y = ops.linear(this.g, x, w, b);
       const path = this.g.path();
-      if (this.opts.lora?.targets.some((r) => r.test(path))) {
-        y = this.g.op("Add", [y, this.loraBranch(x, path, inF, outF)]);
-      }
+      if (this.hasLora(path)) y = this.g.op("Add", [y, this.loraBranch(x, path, inF, outF, 0)]);
       return y;
     });
   }
 
-  /** x -> ((x down^T) * scale) up^T with down [r, in], up [out, r], scale [r]: several LoRAs share a slot. */
-  private loraBranch(x: Value, path: string, inF: number, outF: number): Value {
+  private hasLora(path: string): boolean {
+    return !!this.opts.lora?.targets.some((r) => r.test(path));
+  }
+
+  /**
+   * x -> up(gate * scale * down(x)) with down [r, in], up [out, r], scale [r]: several LoRAs share a slot,
+   * each rank row with its scale (and, in a regional graph, its region's gate). For a convolution, down runs
+   * as a conv with the module's kernel, stride and padding, up as a 1x1 conv.
+   */
+  private loraBranch(
+    x: Value,
+    path: string,
+    inF: number,
+    outF: number,
+    kernel: number,
+    conv?: ops.Conv2dOptions,
+  ): Value {
+    const g = this.g;
     const n = loraInputNames(path);
     // Each slot has its own symbolic rank: adapters of different ranks (or none) ride on different slots in
     // one run, and a shared dim name would tell ONNX Runtime they are equal.
     const r = this.opts.lora?.rank ?? `rank.${path}`;
-    const down = this.g.input(n.down, "float32", [r, inF]);
-    const up = this.g.input(n.up, "float32", [outF, r]);
-    const scale = this.g.input(n.scale, "float32", [r]);
-    this.loraModules.push({ path, inFeatures: inF, outFeatures: outF });
-    const h = this.g.op("Mul", [ops.linear(this.g, x, down), scale]);
-    return ops.linear(this.g, h, up);
+    const down = g.input(n.down, "float32", [r, inF]);
+    const up = g.input(n.up, "float32", [outF, r]);
+    const scale = g.input(n.scale, "float32", [r]);
+    this.loraModules.push({ path, inFeatures: inF, outFeatures: outF, kernel });
+    let h: Value;
+    if (kernel) {
+      const inC = inF / (kernel * kernel);
+      const downW = g.op("Reshape", [down, g.ints([-1, inC, kernel, kernel])]);
+      h = g.op("Mul", [
+        ops.conv2d(g, x, downW, null, conv),
+        g.op("Reshape", [scale, g.ints([1, -1, 1, 1])]),
+      ]);
+    } else {
+      h = g.op("Mul", [ops.linear(g, x, down), scale]);
+    }
+    const masks = this.regions();
+    if (masks) {
+      const region = g.input(loraRegionInput(path), "int64", [r]);
+      h = g.op("Mul", [h, loraGate(g, masks, this.site, region, kernel ? "nchw" : "sequence", h)]);
+    }
+    if (kernel) return ops.conv2d(g, h, g.op("Reshape", [up, g.ints([0, -1, 1, 1])]), null);
+    return ops.linear(g, h, up);
   }
 
   conv(name: string, x: Value, inC: number, outC: number, k: number, o: ops.Conv2dOptions = {}): Value {
     return this.scope(name, () => {
       const w = this.param("weight", [outC, inC, k, k], "fan_in");
       const b = this.param("bias", [outC], "zeros");
-      return ops.conv2d(this.g, x, w, b, { padding: o.padding ?? (k - 1) / 2, stride: o.stride });
+      const opts = { padding: o.padding ?? (k - 1) / 2, stride: o.stride };
+      let y = ops.conv2d(this.g, x, w, b, opts);
+      const path = this.g.path();
+      if (this.hasLora(path)) {
+        y = this.g.op("Add", [y, this.loraBranch(x, path, inC * k * k, outC, k, opts)]);
+      }
+      return y;
     });
   }
 

@@ -12,7 +12,8 @@
 import { GraphBuilder } from "../graph/builder.ts";
 import { loadSafetensors, type SafetensorsFile } from "./safetensors.ts";
 import { WeightSource } from "./weights.ts";
-import { type LoraSlots, ModelContext } from "./layers.ts";
+import { type LoraModule, type LoraSlots, ModelContext } from "./layers.ts";
+import type { UNetConditioning } from "./conditioning.ts";
 import { buildUNet2DCondition, parseUNetConfig, type UNetConfig } from "./unet_2d_condition.ts";
 import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig, type VaeConfig } from "./autoencoder_kl.ts";
 import { buildClipTextModel, type ClipTextConfig, parseClipTextConfig } from "./clip_text_model.ts";
@@ -100,9 +101,30 @@ export interface PipelineGraphs {
   vaeEncoder: GraphBuilder;
   vaeDecoder: GraphBuilder;
   /** The UNet modules that carry LoRA slots. */
-  loraModules: { path: string; inFeatures: number; outFeatures: number }[];
+  loraModules: LoraModule[];
   /** The text-encoder modules that carry LoRA slots (paths without `text_model.`). */
-  textLoraModules: { path: string; inFeatures: number; outFeatures: number }[];
+  textLoraModules: LoraModule[];
+}
+
+/** The inference UNet graph with LoRA slots on `lora`'s targets and the given conditioning inputs. */
+export function unetGraph(
+  f: ModelFolder,
+  opts: { lora?: LoraSlots; conditioning?: UNetConditioning } = {},
+): { graph: GraphBuilder; loraModules: LoraModule[] } {
+  const graph = new GraphBuilder("unet");
+  const ctx = new ModelContext(graph, WeightSource.fromFiles([f.weights.unet]), {
+    lora: opts.lora ?? { targets: DEFAULT_LORA_TARGETS },
+    conditioning: opts.conditioning,
+  });
+  buildUNet2DCondition(ctx, f.unetConfig);
+  return { graph, loraModules: ctx.loraModules };
+}
+
+/** Module paths of the UNet's cross-attentions (`...attn2`), in the weights' order. */
+export function crossAttentionPaths(f: ModelFolder): string[] {
+  return f.weights.unet.names().map((n) => n.match(/^(.*\.attn2)\.to_k\.weight$/)?.[1]).filter((p) =>
+    p !== undefined
+  );
 }
 
 /** Builds the four graphs from the folder's weights, with LoRA slots on the UNet and the text encoder. */
@@ -116,9 +138,7 @@ export function buildPipelineGraphs(
     lora: opts.textLora ?? { targets: TEXT_ENCODER_LORA_TARGETS },
   });
   buildClipTextModel(textCtx, f.textConfig, { extraTokens: true });
-  const unet = new GraphBuilder("unet");
-  const unetCtx = new ModelContext(unet, WeightSource.fromFiles([f.weights.unet]), { lora });
-  buildUNet2DCondition(unetCtx, f.unetConfig);
+  const { graph: unet, loraModules } = unetGraph(f, { lora });
   const vaeEncoder = vaeEncoderGraph(f);
   const vaeDecoder = new GraphBuilder("vae_decoder");
   buildVaeDecoder(new ModelContext(vaeDecoder, WeightSource.fromFiles([f.weights.vae])), f.vaeConfig);
@@ -127,7 +147,7 @@ export function buildPipelineGraphs(
     unet,
     vaeEncoder,
     vaeDecoder,
-    loraModules: unetCtx.loraModules,
+    loraModules,
     textLoraModules: textCtx.loraModules,
   };
 }

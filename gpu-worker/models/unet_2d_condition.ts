@@ -5,7 +5,10 @@
  * cross-attention on the text, GEGLU feed-forward). Epsilon and v-prediction differ only in the scheduler.
  *
  * Graph inputs: `sample` [B, C, H, W], `timestep` float32 [B], `encoder_hidden_states` [B, L, D];
- * output `out_sample` (plus LoRA slot inputs when asked for).
+ * output `out_sample` (plus LoRA slot inputs when asked for). The context's length L is free (77 text
+ * tokens, SeeCoder's 148 image queries, ...); its width must be `cross_attention_dim`. With
+ * `ModelContext`'s `conditioning`, each cross-attention may read its own context and regions (see
+ * `conditioning.ts`).
  *
  * @example
  * ```ts
@@ -14,9 +17,10 @@
  * buildUNet2DCondition(ctx, parseUNetConfig(json));
  * ```
  */
-import type { Value } from "../graph/builder.ts";
+import type { Dim, Value } from "../graph/builder.ts";
 import * as ops from "../graph/ops.ts";
 import type { ModelContext } from "./layers.ts";
+import { blockContextInput, blockRegionContextInput, REGION_CONTEXT_INPUT } from "./conditioning.ts";
 
 export interface UNetConfig {
   sample_size: number;
@@ -181,7 +185,7 @@ export function resnetBlock2D(
   let h = ops.silu(g, ctx.groupNorm("norm1", x, o.groups, inC, o.eps));
   h = ctx.conv("conv1", h, inC, outC, 3);
   if (o.tembAct) {
-    const t = ctx.linear("time_emb_proj", o.tembAct, o.tembC!, outC);
+    const t = ctx.at({ kind: "global" }, () => ctx.linear("time_emb_proj", o.tembAct!, o.tembC!, outC));
     h = g.op("Add", [h, g.op("Unsqueeze", [t, g.ints([2, 3])])]);
   }
   h = ops.silu(g, ctx.groupNorm("norm2", h, o.groups, outC, o.eps));
@@ -213,17 +217,88 @@ export function attentionBlock(
   return ctx.scope("to_out", () => ctx.linear("0", a, inner, queryDim, true));
 }
 
+/** The graph's global context and the dims its conditioning inputs are declared with. */
+export interface ContextSource {
+  ehs: Value;
+  batch: Dim;
+  sequence: Dim;
+}
+
+/**
+ * The cross-attention (attn2) of a transformer block, asking the conditioning hook for its context: the
+ * global one, its own block's (per-block graphs), and regions (regional graphs), where each region's
+ * attention output replaces the global one inside its mask. The context's K/V are computed once over the
+ * global and region contexts stacked along the batch.
+ */
+function crossAttention(
+  ctx: ModelContext,
+  x: Value,
+  src: ContextSource,
+  dim: number,
+  heads: number,
+  headDim: number,
+  cfg: UNetConfig,
+): Value {
+  const g = ctx.g;
+  const D = cfg.cross_attention_dim;
+  const path = g.path();
+  const perBlock = !!ctx.opts.conditioning?.perBlockContext;
+  const seq = perBlock ? `sequence.${path}` : src.sequence;
+  const context = perBlock ? g.input(blockContextInput(path), "float32", [src.batch, seq, D]) : src.ehs;
+  const masks = ctx.regions();
+  if (!masks) return attentionBlock(ctx, x, context, dim, D, heads, headDim, false);
+  const regionContext = perBlock
+    ? g.input(blockRegionContextInput(path), "float32", ["regions", src.batch, seq, D])
+    : ctx.sharedInput(REGION_CONTEXT_INPUT, ["regions", src.batch, seq, D]);
+  const inner = heads * headDim;
+  const site = ctx.currentSite;
+  const chunks = g.op("Add", [g.op("Shape", [masks.masks], { end: 1 }), g.ints([1])]);
+  const stacked = g.op("Concat", [
+    context,
+    g.op("Reshape", [
+      regionContext,
+      g.op("Concat", [g.ints([-1]), g.op("Shape", [regionContext], { start: 2 })], {
+        axis: 0,
+      }),
+    ]),
+  ], { axis: 0 });
+  const q = ctx.linear("to_q", x, dim, inner, false);
+  const [k, v] = ctx.at({ kind: "contexts" }, () => [
+    ctx.linear("to_k", stacked, D, inner, false),
+    ctx.linear("to_v", stacked, D, inner, false),
+  ]);
+  const qShape = g.op("Shape", [q]);
+  const tiled = g.op("Expand", [
+    g.op("Unsqueeze", [q, g.ints([0])]),
+    g.op("Concat", [chunks, g.ints([1, 1, 1])], { axis: 0 }),
+  ]);
+  const qAll = g.op("Reshape", [
+    tiled,
+    g.op("Concat", [g.ints([-1]), g.op("Shape", [q], { start: 1 })], { axis: 0 }),
+  ]);
+  const a = ops.attention(g, qAll, k, v, heads, headDim);
+  const perChunk = g.op("Reshape", [a, g.op("Concat", [chunks, qShape], { axis: 0 })]);
+  if (site.kind !== "pixels") throw new Error(`regional cross-attention at ${path} needs a pixel level`);
+  const { weights } = masks.at(site.level);
+  const mixed = g.op("ReduceSum", [
+    g.op("Mul", [perChunk, g.op("Unsqueeze", [weights, g.ints([3])])]),
+    g.ints([0]),
+  ], { keepdims: 0 });
+  return ctx.scope("to_out", () => ctx.linear("0", mixed, inner, dim, true));
+}
+
 /** BasicTransformerBlock: self-attention, cross-attention, GEGLU feed-forward, each pre-norm + residual. */
 function basicTransformerBlock(
   ctx: ModelContext,
   x: Value,
-  ehs: Value,
+  src: ContextSource,
   dim: number,
   heads: number,
   cfg: UNetConfig,
 ) {
   const g = ctx.g;
   const headDim = dim / heads;
+  const ehs = src.ehs;
   const selfCtx = cfg.only_cross_attention ? ehs : null;
   // Each norm is a sibling of its attention module, so it is computed outside the attention's scope.
   const n1 = ctx.layerNorm("norm1", x, dim, 1e-5);
@@ -236,10 +311,7 @@ function basicTransformerBlock(
   ]);
   const n2 = ctx.layerNorm("norm2", h, dim, 1e-5);
   h = g.op("Add", [
-    ctx.scope(
-      "attn2",
-      () => attentionBlock(ctx, n2, ehs, dim, cfg.cross_attention_dim, heads, headDim, false),
-    ),
+    ctx.scope("attn2", () => crossAttention(ctx, n2, src, dim, heads, headDim, cfg)),
     h,
   ]);
   const n3 = ctx.layerNorm("norm3", h, dim, 1e-5);
@@ -257,7 +329,7 @@ function basicTransformerBlock(
 export function transformer2D(
   ctx: ModelContext,
   x: Value,
-  ehs: Value,
+  src: ContextSource,
   channels: number,
   heads: number,
   cfg: UNetConfig,
@@ -273,7 +345,7 @@ export function transformer2D(
   for (let i = 0; i < cfg.transformer_layers_per_block; i++) {
     seq = ctx.scope(
       "transformer_blocks",
-      () => ctx.scope(i, () => basicTransformerBlock(ctx, seq, ehs, channels, heads, cfg)),
+      () => ctx.scope(i, () => basicTransformerBlock(ctx, seq, src, channels, heads, cfg)),
     );
   }
   let out: Value;
@@ -297,22 +369,26 @@ export function buildUNet2DCondition(
   const boc = cfg.block_out_channels;
   const sample = io.sample ?? g.input("sample", "float32", [B, cfg.in_channels, H, W]);
   const timestep = io.timestep ?? g.input("timestep", "float32", [B]);
+  const sequence = io.sequence ?? "sequence";
   const ehs = io.encoderHiddenStates ??
-    g.input("encoder_hidden_states", "float32", [B, io.sequence ?? "sequence", cfg.cross_attention_dim]);
+    g.input("encoder_hidden_states", "float32", [B, sequence, cfg.cross_attention_dim]);
+  const src: ContextSource = { ehs, batch: B, sequence };
+  const px = (level: number) => ({ kind: "pixels" as const, level });
   const tembC = boc[0] * 4;
   const res = { groups: cfg.norm_num_groups, eps: cfg.norm_eps, tembC };
 
   // Time embedding; every resnet applies silu to it first, so do that once.
   const tproj = timestepEmbedding(ctx, timestep, boc[0], cfg.flip_sin_to_cos, cfg.freq_shift);
-  const temb = ctx.scope("time_embedding", () => {
-    const h = ops.silu(g, ctx.linear("linear_1", tproj, boc[0], tembC));
-    return ctx.linear("linear_2", h, tembC, tembC);
-  });
+  const temb = ctx.at({ kind: "global" }, () =>
+    ctx.scope("time_embedding", () => {
+      const h = ops.silu(g, ctx.linear("linear_1", tproj, boc[0], tembC));
+      return ctx.linear("linear_2", h, tembC, tembC);
+    }));
   const tembAct = ops.silu(g, temb);
 
   let x = sample;
   if (cfg.center_input_sample) x = g.op("Sub", [g.op("Mul", [x, g.scalar(2)]), g.scalar(1)]);
-  x = ctx.conv("conv_in", x, cfg.in_channels, boc[0], cfg.conv_in_kernel);
+  x = ctx.at(px(0), () => ctx.conv("conv_in", x, cfg.in_channels, boc[0], cfg.conv_in_kernel));
   const skips: { v: Value; c: number }[] = [{ v: x, c: boc[0] }];
 
   let outC = boc[0];
@@ -322,38 +398,42 @@ export function buildUNet2DCondition(
     const last = i === boc.length - 1;
     ctx.scope("down_blocks", () =>
       ctx.scope(i, () => {
-        for (let j = 0; j < cfg.layers_per_block; j++) {
-          x = ctx.scope("resnets", () =>
-            ctx.scope(j, () => resnetBlock2D(ctx, x, j === 0 ? inC : outC, outC, { ...res, tembAct })));
-          if (type === "CrossAttnDownBlock2D") {
-            x = ctx.scope("attentions", () =>
-              ctx.scope(j, () =>
-                transformer2D(ctx, x, ehs, outC, cfg.heads[i], cfg)));
+        ctx.at(px(i), () => {
+          for (let j = 0; j < cfg.layers_per_block; j++) {
+            x = ctx.scope("resnets", () =>
+              ctx.scope(j, () => resnetBlock2D(ctx, x, j === 0 ? inC : outC, outC, { ...res, tembAct })));
+            if (type === "CrossAttnDownBlock2D") {
+              x = ctx.scope("attentions", () =>
+                ctx.scope(j, () =>
+                  transformer2D(ctx, x, src, outC, cfg.heads[i], cfg)));
+            }
+            skips.push({ v: x, c: outC });
           }
-          skips.push({ v: x, c: outC });
-        }
+        });
         if (!last) {
-          x = ctx.scope("downsamplers", () =>
-            ctx.scope(0, () =>
-              ctx.conv("conv", x, outC, outC, 3, { stride: 2, padding: cfg.downsample_padding })));
+          x = ctx.at(px(i + 1), () =>
+            ctx.scope("downsamplers", () =>
+              ctx.scope(0, () =>
+                ctx.conv("conv", x, outC, outC, 3, { stride: 2, padding: cfg.downsample_padding }))));
           skips.push({ v: x, c: outC });
         }
       }));
   });
 
   const midC = boc[boc.length - 1];
-  x = ctx.scope("mid_block", () => {
-    const o = { ...res, tembAct, outputScale: cfg.mid_block_scale_factor };
-    let h = ctx.scope("resnets", () => ctx.scope(0, () => resnetBlock2D(ctx, x, midC, midC, o)));
-    for (let l = 0; l < 1; l++) {
-      h = ctx.scope(
-        "attentions",
-        () => ctx.scope(l, () => transformer2D(ctx, h, ehs, midC, cfg.heads[cfg.heads.length - 1], cfg)),
-      );
-      h = ctx.scope("resnets", () => ctx.scope(l + 1, () => resnetBlock2D(ctx, h, midC, midC, o)));
-    }
-    return h;
-  });
+  x = ctx.at(px(boc.length - 1), () =>
+    ctx.scope("mid_block", () => {
+      const o = { ...res, tembAct, outputScale: cfg.mid_block_scale_factor };
+      let h = ctx.scope("resnets", () => ctx.scope(0, () => resnetBlock2D(ctx, x, midC, midC, o)));
+      for (let l = 0; l < 1; l++) {
+        h = ctx.scope(
+          "attentions",
+          () => ctx.scope(l, () => transformer2D(ctx, h, src, midC, cfg.heads[cfg.heads.length - 1], cfg)),
+        );
+        h = ctx.scope("resnets", () => ctx.scope(l + 1, () => resnetBlock2D(ctx, h, midC, midC, o)));
+      }
+      return h;
+    }));
 
   const rev = [...boc].reverse();
   const revHeads = [...cfg.heads].reverse();
@@ -364,30 +444,34 @@ export function buildUNet2DCondition(
     outC = rev[i];
     const last = i === boc.length - 1;
     const layers = cfg.layers_per_block + 1;
+    const level = boc.length - 1 - i;
     ctx.scope("up_blocks", () =>
       ctx.scope(i, () => {
-        for (let j = 0; j < layers; j++) {
-          const skip = skips.pop()!;
-          const resIn = j === 0 ? prevC : outC;
-          x = g.op("Concat", [x, skip.v], { axis: 1 });
-          const inC = resIn + skip.c;
-          x = ctx.scope("resnets", () =>
-            ctx.scope(j, () => resnetBlock2D(ctx, x, inC, outC, { ...res, tembAct })));
-          if (type === "CrossAttnUpBlock2D") {
-            x = ctx.scope("attentions", () =>
-              ctx.scope(j, () =>
-                transformer2D(ctx, x, ehs, outC, revHeads[i], cfg)));
+        ctx.at(px(level), () => {
+          for (let j = 0; j < layers; j++) {
+            const skip = skips.pop()!;
+            const resIn = j === 0 ? prevC : outC;
+            x = g.op("Concat", [x, skip.v], { axis: 1 });
+            const inC = resIn + skip.c;
+            x = ctx.scope("resnets", () =>
+              ctx.scope(j, () => resnetBlock2D(ctx, x, inC, outC, { ...res, tembAct })));
+            if (type === "CrossAttnUpBlock2D") {
+              x = ctx.scope("attentions", () =>
+                ctx.scope(j, () =>
+                  transformer2D(ctx, x, src, outC, revHeads[i], cfg)));
+            }
           }
-        }
+        });
         if (!last) {
-          x = ctx.scope("upsamplers", () =>
-            ctx.scope(0, () =>
-              ctx.conv("conv", ops.upsampleNearest2x(g, x), outC, outC, 3)));
+          x = ctx.at(px(level - 1), () =>
+            ctx.scope("upsamplers", () =>
+              ctx.scope(0, () =>
+                ctx.conv("conv", ops.upsampleNearest2x(g, x), outC, outC, 3))));
         }
       }));
   });
 
   x = ops.silu(g, ctx.groupNorm("conv_norm_out", x, cfg.norm_num_groups, boc[0], cfg.norm_eps));
-  x = ctx.conv("conv_out", x, boc[0], cfg.out_channels, cfg.conv_out_kernel);
+  x = ctx.at(px(0), () => ctx.conv("conv_out", x, boc[0], cfg.out_channels, cfg.conv_out_kernel));
   return io.noOutput ? x : g.output(x, "out_sample", [B, cfg.out_channels, H, W]);
 }

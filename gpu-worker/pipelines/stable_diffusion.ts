@@ -1,8 +1,13 @@
 /**
  * The Stable Diffusion pipeline: text-to-image with classifier-free guidance and a negative prompt, and
  * image-to-image (SDEdit strength), n images per request, seeded and deterministic, with a per-step callback
- * (progress, latents for previews), cancellation, and LoRA adapters whose scales may change at every step.
- * It only orchestrates: models are ONNX sessions in the engine thread, schedulers are in `schedulers/`.
+ * (progress, latents for previews), cancellation, and LoRA adapters whose scales may change with the module
+ * and the step. The text encoder is one producer of contexts among others: a request may bring its own
+ * (`promptEmbeds`: SeeCoder, a merge), one per cross-attention block (`blockContexts`: CIDM's layer-wise
+ * tokens) and regions (boxes, each with its prompt and adapters). Tokens a request brings live in a per-call
+ * tokenizer overlay. It only orchestrates: models are ONNX sessions in the engine thread, schedulers are in
+ * `schedulers/`; UNet graphs with more LoRA slots, per-block contexts or regions are built on first use
+ * (one per variant) and then serve every request that needs them.
  *
  * @example
  * ```ts
@@ -15,11 +20,23 @@ import type { ExecutionProvider } from "../ort/session.ts";
 import type { GraphBuilder } from "../graph/builder.ts";
 import {
   buildPipelineGraphs,
+  crossAttentionPaths,
   loadModelFolder,
   type ModelFolder,
   textEncoderPrefix,
+  unetGraph,
 } from "../models/model_folder.ts";
-import { loraInputNames } from "../models/layers.ts";
+import { loraInputNames, type LoraModule } from "../models/layers.ts";
+import { LORA_TARGET_SETS } from "../models/lora_targets.ts";
+import {
+  blockContextInput,
+  blockRegionContextInput,
+  loraRegionInput,
+  REGION_CONTEXT_INPUT,
+  REGION_MASKS_INPUT,
+  type UNetConditioning,
+} from "../models/conditioning.ts";
+import { checkRegions, regionMasks } from "./regions.ts";
 import { EXTRA_TOKENS_INPUT } from "../models/clip_text_model.ts";
 import { createScheduler, type SchedulerName, timestepsForStrength } from "../schedulers/scheduler.ts";
 import { Rng } from "../random.ts";
@@ -35,12 +52,36 @@ export interface LoraWeights {
   alpha?: number;
 }
 
-/** A scale for all steps, or per step (sliders start late, fade in, ...). */
-export type StepScale = number | ((step: number, total: number) => number);
+/**
+ * A scale for all steps and modules, or a function of the step (0-based), the step count and the module path
+ * (sliders start late, CIDM weighs each layer, a LoRA block-weight preset, ...). Text-encoder modules are
+ * asked with step 0: the prompt is encoded once.
+ */
+export type StepScale = number | ((step: number, total: number, path: string) => number);
 
 export interface AdapterUse {
   lora: LoraWeights;
   scale: StepScale;
+}
+
+/**
+ * A region of a regional prompt: a box in 0..1 image coordinates [x0, y0, x1, y1] (left, top, right, bottom),
+ * its context (a prompt, or precomputed embeddings of the global context's length) and adapters acting only
+ * inside it. `feather` (0..0.5, image units) softens the box's edges linearly.
+ */
+export interface RegionSpec {
+  box: readonly [number, number, number, number];
+  prompt?: string;
+  promptEmbeds?: Tensor;
+  adapters?: AdapterUse[];
+  feather?: number;
+}
+
+/** A compiled UNet variant: its session, LoRA slots and the conditioning inputs it declares. */
+interface UNetVariant {
+  session: RemoteSession;
+  loraModules: LoraModule[];
+  conditioning: UNetConditioning;
 }
 
 export interface StepInfo {
@@ -54,8 +95,24 @@ export interface StepInfo {
 }
 
 export interface GenerateOptions {
-  prompt: string;
+  /** The prompt; may be absent when `promptEmbeds` is given. */
+  prompt?: string;
   negativePrompt?: string;
+  /**
+   * The conditional context [1 or n, L, D] instead of encoding `prompt` (D = the UNet's cross_attention_dim, L
+   * free: SeeCoder gives 148). The unconditional one is `negativePromptEmbeds`, else the encoded negative
+   * prompt when L is the text encoder's length, else zeros (SeeCoder's unconditional embedding).
+   */
+  promptEmbeds?: Tensor;
+  negativePromptEmbeds?: Tensor;
+  /**
+   * Per cross-attention module (paths like `down_blocks.0.attentions.0.transformer_blocks.0.attn2`), its own
+   * conditional context [1 or n, L, D]; the other blocks get the global one, and the unconditional half of
+   * guidance gets the unconditional context (zeros where its length differs).
+   */
+  blockContexts?: Record<string, Tensor>;
+  /** Regional prompts (see {@link RegionSpec}); their contexts must have the global context's length. */
+  regions?: RegionSpec[];
   /** Images per request (default 1). */
   n?: number;
   steps?: number;
@@ -99,16 +156,24 @@ async function session(runner: EngineRunner, g: GraphBuilder, ep: ExecutionProvi
 export class StableDiffusionPipeline {
   /** Embeddings of added tokens, by id - vocab_size. */
   private readonly extraEmbeddings = new Map<number, Float32Array>();
+  /** UNet variants by key, built on first use ("" is the plain graph of load). */
+  private readonly variants = new Map<string, Promise<UNetVariant>>();
+  /** Module paths any variant can carry a LoRA slot on (the `all` target set), with their shapes. */
+  readonly servableLoraModules: ReadonlyMap<string, LoraModule>;
 
   private constructor(
     readonly folder: ModelFolder,
     private readonly text: RemoteSession,
-    private readonly unet: RemoteSession,
+    unet: RemoteSession,
     private readonly vaeEnc: RemoteSession,
     private readonly vaeDec: RemoteSession,
-    readonly loraModules: { path: string; inFeatures: number; outFeatures: number }[],
-    readonly textLoraModules: { path: string; inFeatures: number; outFeatures: number }[] = [],
-  ) {}
+    readonly loraModules: LoraModule[],
+    readonly textLoraModules: LoraModule[],
+    private readonly build: { runner: EngineRunner; ep: ExecutionProvider; cacheDir: string },
+  ) {
+    this.variants.set("", Promise.resolve({ session: unet, loraModules, conditioning: {} }));
+    this.servableLoraModules = servableModules(folder);
+  }
 
   static async load(
     dir: string,
@@ -133,7 +198,31 @@ export class StableDiffusionPipeline {
       vaeDec,
       graphs.loraModules,
       graphs.textLoraModules,
+      { runner, ep, cacheDir: cache },
     );
+  }
+
+  /**
+   * The UNet session for what a request needs: every LoRA slot of the `all` set (`wide`), per-block contexts,
+   * regions. The plain graph serves requests that need none of them.
+   */
+  private variant(wide: boolean, conditioning: UNetConditioning): Promise<UNetVariant> {
+    const key = [wide && "wide", conditioning.perBlockContext && "blocks", conditioning.regions && "regions"]
+      .filter(Boolean).join("+");
+    let v = this.variants.get(key);
+    if (!v) {
+      const lora = wide ? { targets: [...LORA_TARGET_SETS.all] } : undefined;
+      const { graph, loraModules } = unetGraph(this.folder, { lora, conditioning });
+      const { runner, ep, cacheDir } = this.build;
+      v = session(runner, graph, ep, `${cacheDir}/${key}`).then((s) => ({
+        session: s,
+        loraModules,
+        conditioning,
+      }));
+      this.variants.set(key, v);
+      v.catch(() => this.variants.delete(key));
+    }
+    return v;
   }
 
   /** Text embeddings [texts, L, D] for prompts (padded to the tokenizer's length). */
@@ -142,16 +231,15 @@ export class StableDiffusionPipeline {
     tokens: GenerateOptions["tokens"] = [],
     adapters: AdapterUse[] = [],
   ): Promise<Tensor> {
-    // Tokens, ids and rows are settled synchronously, so concurrent calls with other tokens cannot interleave.
+    // The call's tokens live in an overlay of the shared tokenizer: nothing here changes another call's split.
     const rows = new Map(this.extraEmbeddings);
-    for (const [k, id] of this.registerTokens(tokens).entries()) {
-      rows.set(id - this.folder.textConfig.vocab_size, tokens[k].embedding);
-    }
+    const { tokenizer, ids: tokenIds } = this.overlay(tokens);
+    tokenIds.forEach((id, k) => rows.set(id - this.folder.textConfig.vocab_size, tokens[k].embedding));
     const maxLength = Math.min(
       this.folder.tokenizer.modelMaxLength,
       this.folder.textConfig.max_position_embeddings,
     );
-    const { inputIds } = this.folder.tokenizer.call(texts, {
+    const { inputIds } = tokenizer.call(texts, {
       maxLength,
       padding: "max_length",
       truncation: true,
@@ -174,17 +262,24 @@ export class StableDiffusionPipeline {
    */
   addTokens(tokens: { token: string; embedding: Float32Array }[]): number[] {
     const base = this.folder.textConfig.vocab_size;
-    const ids = this.registerTokens(tokens);
+    this.checkTokens(tokens);
+    const ids = this.folder.tokenizer.addTokens(tokens.map((t) => t.token));
     ids.forEach((id, k) => this.extraEmbeddings.set(id - base, Float32Array.from(tokens[k].embedding)));
     return ids;
   }
 
-  /** Adds the tokens to the tokenizer (checked: new words, right embedding size); returns their ids. */
-  private registerTokens(tokens: { token: string; embedding: Float32Array }[]): number[] {
+  /** The shared tokenizer plus a call's tokens (checked), without changing the shared one. */
+  private overlay(tokens: { token: string; embedding: Float32Array }[]) {
+    this.checkTokens(tokens);
+    return this.folder.tokenizer.withAddedTokens(tokens.map((t) => t.token));
+  }
+
+  /** Checks new tokens: each once, new words, the right embedding size. */
+  private checkTokens(tokens: { token: string; embedding: Float32Array }[]): void {
     const D = this.folder.textConfig.hidden_size;
     const base = this.folder.textConfig.vocab_size;
     const seen = new Set<string>();
-    return tokens.map(({ token, embedding }) => {
+    tokens.forEach(({ token, embedding }) => {
       if (seen.has(token)) {
         throw new RangeError(`token "${token}" is given twice; each new token needs one embedding`);
       }
@@ -198,7 +293,6 @@ export class StableDiffusionPipeline {
           `"${token}" is already in the base vocabulary (id ${existing[0]}); pick a new token`,
         );
       }
-      return this.folder.tokenizer.addTokens([token])[0];
     });
   }
 
@@ -272,6 +366,7 @@ export class StableDiffusionPipeline {
     if (o.image && !(strength > 0 && strength <= 1)) {
       throw new RangeError(`strength must be in (0, 1], got ${strength}`);
     }
+    if (o.regions) checkRegions(o.regions);
     const seed = o.seed ?? Math.floor(Math.random() * 2 ** 31);
     if (!Number.isSafeInteger(seed) || seed < 0) {
       throw new RangeError(`seed must be a non-negative integer, got ${seed}`);
@@ -279,12 +374,17 @@ export class StableDiffusionPipeline {
     return { width, height, n, steps, guidance, guidanceRescale, strength, seed };
   }
 
-  /** LoRA feeds for every slot of `modules`: adapters concatenated along the rank, one scale per rank row. */
+  /**
+   * LoRA feeds for every slot of `modules`: adapters concatenated along the rank, one scale per rank row (the
+   * adapter's scale at this step and module, times alpha / rank), and in a regional graph one region index
+   * per row (0: the whole image; r + 1: region r).
+   */
   private loraFeeds(
-    modules: { path: string; inFeatures: number; outFeatures: number }[],
-    adapters: AdapterUse[],
+    modules: LoraModule[],
+    adapters: RegionalUse[],
     step: number,
     total: number,
+    regional = false,
   ): Record<string, Tensor> {
     const feeds: Record<string, Tensor> = {};
     for (const m of modules) {
@@ -295,11 +395,13 @@ export class StableDiffusionPipeline {
         feeds[names.down] = Tensor.zeros([1, m.inFeatures]);
         feeds[names.up] = Tensor.zeros([m.outFeatures, 1]);
         feeds[names.scale] = Tensor.zeros([1]);
+        if (regional) feeds[loraRegionInput(m.path)] = Tensor.i64([1], [0]);
         continue;
       }
       const down = new Float32Array(rank * m.inFeatures);
       const up = new Float32Array(m.outFeatures * rank);
       const scale = new Float32Array(rank);
+      const region: number[] = [];
       let r0 = 0;
       for (const a of uses) {
         const w = a.lora.modules.get(m.path)!;
@@ -312,15 +414,78 @@ export class StableDiffusionPipeline {
         for (let o = 0; o < m.outFeatures; o++) {
           for (let r = 0; r < w.rank; r++) up[o * rank + r0 + r] = w.up[o * w.rank + r];
         }
-        const s = typeof a.scale === "function" ? a.scale(step, total) : a.scale;
+        const s = typeof a.scale === "function" ? a.scale(step, total, m.path) : a.scale;
+        if (!Number.isFinite(s)) {
+          throw new RangeError(
+            `adapter "${a.lora.name}": scale at ${m.path}, step ${step} is ${s}, not a number`,
+          );
+        }
         scale.fill(s * ((a.lora.alpha ?? w.rank) / w.rank), r0, r0 + w.rank);
+        for (let r = 0; r < w.rank; r++) region.push(a.region ?? 0);
         r0 += w.rank;
       }
       feeds[names.down] = Tensor.f32([rank, m.inFeatures], down);
       feeds[names.up] = Tensor.f32([m.outFeatures, rank], up);
       feeds[names.scale] = Tensor.f32([rank], scale);
+      if (regional) feeds[loraRegionInput(m.path)] = Tensor.i64([rank], region);
     }
     return feeds;
+  }
+
+  /** Adapters whose modules the plain graph has no slot for (they need the wide variant); checked to exist. */
+  private needsWide(adapters: AdapterUse[]): boolean {
+    const plain = new Set(this.loraModules.map((m) => m.path));
+    const text = new Set(this.textLoraModules.map((m) => m.path));
+    let wide = false;
+    for (const a of adapters) {
+      for (const [path, w] of a.lora.modules) {
+        if (plain.has(path) || text.has(path)) continue;
+        const m = this.servableLoraModules.get(path);
+        if (!m) {
+          throw new RangeError(
+            `adapter "${a.lora.name}" targets ${path}, which is not a linear or convolution of this model's ` +
+              `UNet or a LoRA slot of its text encoder`,
+          );
+        }
+        if (w.down.length !== w.rank * m.inFeatures) {
+          throw new RangeError(
+            `adapter "${a.lora.name}" at ${path}: down has ${w.down.length} values, expected ${w.rank} x ${m.inFeatures}`,
+          );
+        }
+        wide = true;
+      }
+    }
+    return wide;
+  }
+
+  /** The conditional and unconditional contexts [n, L, D] of a request, checked. */
+  private async contexts(o: GenerateOptions, n: number, cfg: boolean) {
+    const D = this.folder.unetConfig.cross_attention_dim;
+    const textLength = Math.min(
+      this.folder.tokenizer.modelMaxLength,
+      this.folder.textConfig.max_position_embeddings,
+    );
+    const adapters = o.adapters ?? [];
+    let cond: Tensor;
+    if (o.promptEmbeds) cond = expandContext(o.promptEmbeds, n, D, "promptEmbeds");
+    else if (o.prompt !== undefined) {
+      cond = await this.encodePrompt(Array(n).fill(o.prompt), o.tokens, adapters);
+    } else throw new RangeError("give prompt or promptEmbeds");
+    let uncond: Tensor | null = null;
+    if (cfg) {
+      const L = cond.dims[1];
+      if (o.negativePromptEmbeds) {
+        uncond = expandContext(o.negativePromptEmbeds, n, D, "negativePromptEmbeds");
+        if (uncond.dims[1] !== L) {
+          throw new RangeError(
+            `negativePromptEmbeds has length ${uncond.dims[1]}, expected the prompt context's ${L}`,
+          );
+        }
+      } else if (L === textLength) {
+        uncond = await this.encodePrompt(Array(n).fill(o.negativePrompt ?? ""), o.tokens, adapters);
+      } else uncond = Tensor.zeros([n, L, D]);
+    }
+    return { cond, uncond };
   }
 
   async generate(o: GenerateOptions): Promise<GenerateResult> {
@@ -331,12 +496,71 @@ export class StableDiffusionPipeline {
     scheduler.setTimesteps(v.steps);
     const rng = new Rng(v.seed);
     const cfg = v.guidance > 1;
-    const prompts = Array(v.n).fill(o.prompt);
-    const negatives = Array(v.n).fill(o.negativePrompt ?? "");
-    const emb = await this.encodePrompt(cfg ? [...negatives, ...prompts] : prompts, o.tokens, o.adapters);
+    const { cond, uncond } = await this.contexts(o, v.n, cfg);
+    const emb = uncond ? concatBatch(uncond, cond) : cond;
+    const batch = cfg ? 2 * v.n : v.n;
 
     const C = f.unetConfig.in_channels;
     const h = v.height / f.vaeScaleFactor, w = v.width / f.vaeScaleFactor;
+
+    // Conditioning: per-block contexts and regions pick the UNet variant that declares their inputs.
+    const adapters: RegionalUse[] = [...(o.adapters ?? [])];
+    const condFeeds: Record<string, Tensor> = {};
+    const blockEntries = Object.entries(o.blockContexts ?? {});
+    const regions = o.regions ?? [];
+    const conditioning: UNetConditioning = {
+      perBlockContext: blockEntries.length > 0,
+      regions: regions.length > 0,
+    };
+    const paths = conditioning.perBlockContext ? crossAttentionPaths(f) : [];
+    const D = f.unetConfig.cross_attention_dim;
+    const blockContext = new Map<string, Tensor>();
+    for (const [path, t] of blockEntries) {
+      if (!paths.includes(path)) {
+        throw new RangeError(
+          `blockContexts: "${path}" is not a cross-attention module of this UNet (e.g. ${paths[0]})`,
+        );
+      }
+      const c = expandContext(t, v.n, D, `blockContexts["${path}"]`);
+      const u = uncond && uncond.dims[1] === c.dims[1] ? uncond : Tensor.zeros(c.dims);
+      blockContext.set(path, cfg ? concatBatch(u, c) : c);
+    }
+    for (const p of paths) condFeeds[blockContextInput(p)] = blockContext.get(p) ?? emb;
+    if (regions.length) {
+      const L = cond.dims[1];
+      const contexts: Tensor[] = [];
+      for (const [i, r] of regions.entries()) {
+        const where = `regions[${i}]`;
+        let c: Tensor;
+        if (r.promptEmbeds) c = expandContext(r.promptEmbeds, v.n, D, `${where}.promptEmbeds`);
+        else if (r.prompt !== undefined) {
+          c = await this.encodePrompt(Array(v.n).fill(r.prompt), o.tokens, [
+            ...(o.adapters ?? []),
+            ...(r.adapters ?? []),
+          ]);
+        } else throw new RangeError(`${where}: give prompt or promptEmbeds`);
+        if (c.dims[1] !== L) {
+          throw new RangeError(`${where}: context length ${c.dims[1]}, expected the global context's ${L}`);
+        }
+        // The unconditional half sees the unconditional context in every region: guidance stays as without.
+        contexts.push(uncond ? concatBatch(uncond, c) : c);
+        for (const a of r.adapters ?? []) adapters.push({ ...a, region: i + 1 });
+      }
+      const regionContext = concatBatch(...contexts.map((c) => Tensor.f32([1, ...c.dims], c.f)));
+      condFeeds[REGION_MASKS_INPUT] = regionMasks(regions, batch, h, w);
+      if (conditioning.perBlockContext) {
+        for (const p of paths) {
+          if (condFeeds[blockContextInput(p)].dims[1] !== L) {
+            throw new RangeError(
+              `blockContexts["${p}"] must have the regions' context length ${L} to mix with them`,
+            );
+          }
+          condFeeds[blockRegionContextInput(p)] = regionContext;
+        }
+      } else condFeeds[REGION_CONTEXT_INPUT] = regionContext;
+    }
+    const unet = await this.variant(this.needsWide(adapters), conditioning);
+
     const dims = [v.n, C, h, w];
     const noise = rng.normal(v.n * C * h * w);
     let timesteps: readonly number[] = scheduler.timesteps;
@@ -350,21 +574,20 @@ export class StableDiffusionPipeline {
       latents = noise.map((x) => x * scheduler.initNoiseSigma);
     }
 
-    const adapters = o.adapters ?? [];
     let evals = 0;
     for (let i = 0; i < timesteps.length; i++) {
       if (o.signal?.aborted) throw new DOMException("generation canceled", "AbortError");
       const t = timesteps[i];
       const scaled = scheduler.scaleModelInput(latents, t);
-      const batch = cfg ? 2 * v.n : v.n;
       const input = new Float32Array(batch * scaled.length / v.n);
       input.set(scaled, 0);
       if (cfg) input.set(scaled, scaled.length);
-      const out = await this.unet.run({
+      const out = await unet.session.run({
         sample: Tensor.f32([batch, C, h, w], input),
         timestep: Tensor.f32([batch], Array(batch).fill(t)),
         encoder_hidden_states: emb,
-        ...this.loraFeeds(this.loraModules, adapters, i, timesteps.length),
+        ...condFeeds,
+        ...this.loraFeeds(unet.loraModules, adapters, i, timesteps.length, !!conditioning.regions),
       }, ["out_sample"]);
       evals++;
       let pred = out.out_sample.f;
@@ -384,11 +607,60 @@ export class StableDiffusionPipeline {
   }
 
   async release(): Promise<void> {
+    const variants = await Promise.allSettled(this.variants.values());
     await Promise.all([
       this.text.release(),
-      this.unet.release(),
+      ...variants.map((r) => r.status === "fulfilled" ? r.value.session.release() : undefined),
       this.vaeEnc.release(),
       this.vaeDec.release(),
     ]);
   }
+}
+
+/** An adapter and the region it acts in (absent or 0: the whole image; r + 1: region r). */
+type RegionalUse = AdapterUse & { region?: number };
+
+/** A context [1 or n, L, D] checked and repeated to [n, L, D]. */
+function expandContext(t: Tensor, n: number, D: number, what: string): Tensor {
+  const d = t.dims;
+  if (d.length !== 3 || d[2] !== D || !(d[0] === 1 || d[0] === n) || d[1] < 1) {
+    throw new RangeError(`${what} must be [1 or ${n}, length, ${D}], got [${d.join(", ")}]`);
+  }
+  if (t.f.some((x) => !Number.isFinite(x))) throw new RangeError(`${what} holds a non-finite value`);
+  if (d[0] === n) return t;
+  return concatBatch(...Array(n).fill(t));
+}
+
+/** Tensors concatenated along their first axis (same trailing dims). */
+function concatBatch(...ts: Tensor[]): Tensor {
+  const rest = ts[0].dims.slice(1);
+  const out = new Float32Array(ts.reduce((s, t) => s + t.f.length, 0));
+  let o = 0;
+  for (const t of ts) {
+    out.set(t.f, o);
+    o += t.f.length;
+  }
+  return Tensor.f32([ts.reduce((s, t) => s + t.dims[0], 0), ...rest], out);
+}
+
+/** Every linear and convolution of the UNet that the `all` target set names, with its slot shape. */
+function servableModules(f: ModelFolder): Map<string, LoraModule> {
+  const out = new Map<string, LoraModule>();
+  const targets = LORA_TARGET_SETS.all;
+  for (const name of f.weights.unet.names()) {
+    const m = name.match(/^(.*)\.weight$/);
+    if (!m || !targets.some((r) => r.test(m[1]))) continue;
+    const shape = f.weights.unet.entry(name).shape;
+    if (shape.length === 2) {
+      out.set(m[1], { path: m[1], inFeatures: shape[1], outFeatures: shape[0], kernel: 0 });
+    } else if (shape.length === 4) {
+      out.set(m[1], {
+        path: m[1],
+        inFeatures: shape[1] * shape[2] * shape[3],
+        outFeatures: shape[0],
+        kernel: shape[2],
+      });
+    }
+  }
+  return out;
 }

@@ -369,6 +369,29 @@ export class ClipTokenizer {
   }
 
   /**
+   * A per-call overlay: a tokenizer that knows this one's tokens plus `tokens` (added as {@link addTokens}
+   * does), leaving this one unchanged, so one request's new tokens never change how another request's text
+   * is split. Vocabulary and merges are shared, not copied.
+   *
+   * @example
+   * ```ts
+   * const { tokenizer, ids } = tok.withAddedTokens(["<new1>"]);
+   * tokenizer.encode("a <new1> dog"); // [320, 49408, 1929]
+   * tok.encode("a <new1> dog"); // the ordinary subword split
+   * ```
+   */
+  withAddedTokens(tokens: readonly string[]): { tokenizer: ClipTokenizer; ids: number[] } {
+    const t: ClipTokenizer = Object.create(ClipTokenizer.prototype);
+    Object.assign(t, this, {
+      added: [...this.added],
+      addedByKey: new Map(this.addedByKey),
+      idToTokenMap: new Map(this.idToTokenMap),
+      cache: new Map(),
+    });
+    return { tokenizer: t, ids: t.addTokens(tokens) };
+  }
+
+  /**
    * Text of ids: `</w>` becomes a space, special tokens are dropped.
    *
    * @example
