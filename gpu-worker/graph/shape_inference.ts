@@ -369,6 +369,8 @@ export function inferShapes(
       const keep = (attrs.keepdims as number) ?? 1;
       return { shapes: [keep ? s0.map((d, i) => (i === axis ? 1 : d)) : s0.filter((_, i) => i !== axis)] };
     }
+    case "Range":
+      return { shapes: [[null]] };
     case "ConstantOfShape":
       return { shapes: [inputs[0]?.values ? [...inputs[0].values] : undefined] };
     case "Pad": {

@@ -113,6 +113,13 @@ export interface GenerateOptions {
   blockContexts?: Record<string, Tensor>;
   /** Regional prompts (see {@link RegionSpec}); their contexts must have the global context's length. */
   regions?: RegionSpec[];
+  /**
+   * CIDM's region noise aggregation (default true with regions): besides the regional cross-attention, each
+   * region's prompt (with its adapters) gets its own noise estimate, and the conditional estimate is their
+   * mask-weighted mix with the regional one, so no concept is neglected when several are composed. Costs one
+   * more UNet evaluation per region and step.
+   */
+  regionNoise?: boolean;
   /** Images per request (default 1). */
   n?: number;
   steps?: number;
@@ -515,6 +522,7 @@ export class StableDiffusionPipeline {
     const paths = conditioning.perBlockContext ? crossAttentionPaths(f) : [];
     const D = f.unetConfig.cross_attention_dim;
     const blockContext = new Map<string, Tensor>();
+    const regionContexts: Tensor[] = [];
     for (const [path, t] of blockEntries) {
       if (!paths.includes(path)) {
         throw new RangeError(
@@ -548,6 +556,7 @@ export class StableDiffusionPipeline {
       }
       const regionContext = concatBatch(...contexts.map((c) => Tensor.f32([1, ...c.dims], c.f)));
       condFeeds[REGION_MASKS_INPUT] = regionMasks(regions, batch, h, w);
+      regionContexts.push(...contexts);
       if (conditioning.perBlockContext) {
         for (const p of paths) {
           if (condFeeds[blockContextInput(p)].dims[1] !== L) {
@@ -591,6 +600,30 @@ export class StableDiffusionPipeline {
       }, ["out_sample"]);
       evals++;
       let pred = out.out_sample.f;
+      if (regions.length && (o.regionNoise ?? true)) {
+        // Each region's own estimate: its context everywhere, its adapters over the whole image.
+        const masks = condFeeds[REGION_MASKS_INPUT];
+        const estimates: Float32Array[] = [];
+        for (const [r, context] of regionContexts.entries()) {
+          const own = adapters.filter((a) => !a.region).concat(
+            adapters.filter((a) => a.region === r + 1).map((a) => ({ ...a, region: 0 })),
+          );
+          const res = await unet.session.run({
+            sample: Tensor.f32([batch, C, h, w], input),
+            timestep: Tensor.f32([batch], Array(batch).fill(t)),
+            encoder_hidden_states: context,
+            ...condFeeds,
+            ...(conditioning.perBlockContext
+              ? Object.fromEntries(paths.map((p) => [blockContextInput(p), context]))
+              : {}),
+            [REGION_MASKS_INPUT]: Tensor.zeros(masks.dims),
+            ...this.loraFeeds(unet.loraModules, own, i, timesteps.length, true),
+          }, ["out_sample"]);
+          evals++;
+          estimates.push(res.out_sample.f);
+        }
+        pred = mixRegionEstimates(pred, estimates, masks, cfg ? v.n : 0, C);
+      }
       if (cfg) pred = classifierFreeGuidance(pred, v.n, v.guidance, v.guidanceRescale);
       latents = scheduler.step(pred, t, latents, rng);
       const x0 = scheduler.predOriginalSample ?? latents;
@@ -615,6 +648,36 @@ export class StableDiffusionPipeline {
       this.vaeDec.release(),
     ]);
   }
+}
+
+/**
+ * The conditional half of `pred` replaced by the mask-weighted mix of the region estimates and itself (masks
+ * [R, batch, h, w], renormalized where they overlap, as the UNet does), in place; `uncondN` samples of
+ * unconditional estimates come first and are kept.
+ */
+function mixRegionEstimates(
+  pred: Float32Array,
+  estimates: Float32Array[],
+  masks: Tensor,
+  uncondN: number,
+  C: number,
+): Float32Array {
+  const [R, batch, h, w] = masks.dims;
+  const m = masks.f, hw = h * w;
+  for (let b = uncondN; b < batch; b++) {
+    for (let p = 0; p < hw; p++) {
+      let total = 0;
+      for (let r = 0; r < R; r++) total += m[(r * batch + b) * hw + p];
+      const norm = Math.max(1, total);
+      for (let c = 0; c < C; c++) {
+        const k = (b * C + c) * hw + p;
+        let v = pred[k] * (1 - total / norm);
+        for (let r = 0; r < R; r++) v += (m[(r * batch + b) * hw + p] / norm) * estimates[r][k];
+        pred[k] = v;
+      }
+    }
+  }
+  return pred;
 }
 
 /** An adapter and the region it acts in (absent or 0: the whole image; r + 1: region r). */
