@@ -7,6 +7,10 @@
  *
  * The host side (`DiffusionTrainer.computeGradients`) samples noise and timesteps from the micro-batch's rng,
  * noises the latents with the DDPM schedule, and forms the target (epsilon or v), so a seeded run replays.
+ * Methods that regress onto something else give the target themselves: per example, or by a callback at the
+ * drawn x_t and t (Concept Sliders: the frozen model's guided eps, see `frozen_unet.ts`), and examples may
+ * bring their own x_t and t (the end of a partial denoising run). Auxiliary terms on trained values (text
+ * probes, CIDM's orthogonality and shared subspace; `aux_losses.ts`) join the loss in the same graph.
  *
  * @example
  * ```ts
@@ -21,12 +25,16 @@ import { loraInputNames } from "../models/layers.ts";
 import { WeightSource } from "../models/weights.ts";
 import { buildUNet2DCondition } from "../models/unet_2d_condition.ts";
 import { buildClipTextModel, EXTRA_TOKENS_INPUT } from "../models/clip_text_model.ts";
-import { type ModelFolder, textEncoderGraph, textEncoderWeights } from "../models/model_folder.ts";
+import { type ModelFolder, textEncoderWeights } from "../models/model_folder.ts";
 import type { EngineRunner, RemoteSession } from "../ort/runner.ts";
 import { alphasCumprod, betasFor } from "../schedulers/scheduler.ts";
 import { Rng } from "../random.ts";
 import { Tensor } from "../tensor.ts";
 import { numel } from "../models/safetensors.ts";
+import type { LoraWeights } from "../pipelines/stable_diffusion.ts";
+import { type AuxLoss, AuxLossGraph } from "./aux_losses.ts";
+import { type TextProbe, textProbeLoss } from "./text_probe_loss.ts";
+import { contextLength, FrozenTextEncoder, tokenizeCaptions } from "./frozen_text_encoder.ts";
 
 export type PredictionType = "epsilon" | "v_prediction";
 
@@ -58,36 +66,47 @@ export interface DiffusionTrainingOptions {
   /** Min-SNR-gamma loss weighting (diffusers' --snr_gamma); off when absent. */
   snrGamma?: number;
   /**
-   * Auxiliary linear probes on the text encoder's output (pretraining only; needs `textEncoder`): each adds
-   * `weight` x the mean cross-entropy of a linear classifier (`probe.<name>.weight` [classes, hidden] and
-   * `.bias`, trained, never saved with the model) over the positions an example labels (`probeLabels`). It
-   * asks the encoder to keep an attribute linearly readable at those positions (e.g. an object's colour at
-   * every position after its colour word), not only where the UNet happened to look in training.
+   * Auxiliary linear probes on the text encoder's output (pretraining only; needs `textEncoder`): shorthand for
+   * one `textProbeLoss` term per probe (see `text_probe_loss.ts`), each reported in `probeLosses` by the probe's
+   * name. Their tensors (`probe.<name>.weight`, `.bias`) are trained with kind "probe", never saved with the model.
    */
   textProbes?: TextProbe[];
+  /**
+   * Auxiliary terms added to the loss (after the probes), differentiated with it; each reported per run in
+   * `auxLosses` by name (unweighted). See `aux_losses.ts`, `orthogonalityLoss`, `sharedSubspaceLoss`.
+   */
+  auxLosses?: AuxLoss[];
 }
 
-/** One auxiliary probe of {@link DiffusionTrainingOptions.textProbes}. */
-export interface TextProbe {
-  name: string;
-  classes: number;
-  weight: number;
-}
+export type { TextProbe };
 
 /** A tensor the optimizer updates; `kind` says where it lives (for saving adapters). */
 export interface TrainedTensor {
   name: string;
   shape: number[];
   data: Float32Array;
-  kind: "lora" | "unet" | "text_encoder" | "token_embedding" | "probe";
+  /** "probe" and "aux": tensors of auxiliary terms (probes, CIDM's subspaces), not part of the model. */
+  kind: "lora" | "unet" | "text_encoder" | "token_embedding" | "probe" | "aux";
 }
 
-/** One training example: cached VAE posterior (scaled latents) and the caption or precomputed embeddings. */
+/**
+ * One training example: a cached VAE posterior (scaled latents) that the trainer noises, or an x_t given
+ * directly (`noisy` + `timestep`, e.g. the end of a partial denoising run, as Concept Sliders train), and the
+ * caption or precomputed embeddings.
+ */
 export interface TrainingExample {
-  /** Scaled latent mean [C, h, w] (VAE mean x scaling_factor). */
-  latent: Float32Array;
+  /** Scaled latent mean [C, h, w] (VAE mean x scaling_factor); absent when `noisy` is given. */
+  latent?: Float32Array;
   /** Scaled posterior std [C, h, w] to sample z = mean + std * eps; absent means use the mean. */
   latentStd?: Float32Array;
+  /** x_t [C, h, w] to train at as is (no noise is sampled for it); needs `timestep` and a target. */
+  noisy?: Float32Array;
+  /** The training timestep (integer, 0 .. num_train_timesteps - 1) of `noisy`. */
+  timestep?: number;
+  /** The noise x_t was made with, when known; handed to a target callback. */
+  noise?: Float32Array;
+  /** The regression target [C, h, w], instead of the eps or v the trainer forms or a target callback gives. */
+  target?: Float32Array;
   caption: string;
   /** Per-sample loss weight (e.g. prior-preservation lambda); default 1. */
   weight?: number;
@@ -100,6 +119,44 @@ export interface TrainingExample {
   probeLabels?: Record<string, Int32Array>;
 }
 
+/**
+ * What a target callback gets: the run's inputs, flat over the batch ([B, C, h, w] and [B]), after noise and
+ * timesteps were drawn. `noise` is the sampled noise of latent examples and the `noise` of noisy ones (NaN
+ * where an example gave none); `latents` the clean z of latent examples (null for noisy ones).
+ */
+export interface TargetContext {
+  noisy: Float32Array;
+  timesteps: Float32Array;
+  noise: Float32Array;
+  latents: (Float32Array | null)[];
+  examples: readonly TrainingExample[];
+}
+
+/** Computes the regression target [B, C, h, w] of a run (e.g. by the frozen model, see `FrozenUNet`). */
+export type TargetFn = (ctx: TargetContext) => Promise<Float32Array>;
+
+/** Per-run options of {@link DiffusionTrainer.computeGradients}. */
+export interface GradientRunOptions {
+  /**
+   * The target of every example without its own `target`, instead of eps or v (Concept Sliders: the frozen
+   * model's eps(neutral) + eta (eps(positive) - eps(negative)) at the same x_t and t).
+   */
+  target?: TargetFn;
+  /** Multiplies every LoRA slot's alpha / rank for this run (a slider trained at scale -1 too); default 1. */
+  loraScale?: number;
+}
+
+/** What one run gives. */
+export interface GradientRun {
+  /** The total loss: diffusion loss plus the weighted auxiliary terms. */
+  loss: number;
+  grads: Record<string, Float32Array>;
+  /** Each text probe's mean cross-entropy, by probe name. */
+  probeLosses: Record<string, number>;
+  /** Each auxiliary term's unweighted value, by term name (the probes' as `probe.<name>`). */
+  auxLosses: Record<string, number>;
+}
+
 export class DiffusionTrainer {
   private constructor(
     readonly folder: ModelFolder,
@@ -110,8 +167,10 @@ export class DiffusionTrainer {
     private readonly acp: Float32Array,
     readonly predictionType: PredictionType,
     private readonly withText: boolean,
-    private readonly textSession: RemoteSession | null,
+    private readonly textEncoder: FrozenTextEncoder | null,
     readonly nodeCount: number,
+    private readonly aux: AuxLossGraph,
+    private readonly unetLoraPaths: string[],
   ) {}
 
   /** Builds the training graph for `folder` and opens its session in the engine thread. */
@@ -123,7 +182,7 @@ export class DiffusionTrainer {
     const B = o.batch;
     const u = folder.unetConfig;
     const h = u.sample_size, w = u.sample_size;
-    const L = Math.min(folder.tokenizer.modelMaxLength, folder.textConfig.max_position_embeddings);
+    const L = contextLength(folder);
     const g = new GraphBuilder("diffusion_training");
     const trained: TrainedTensor[] = [];
     const fixedFeeds: Record<string, Tensor> = {};
@@ -168,11 +227,11 @@ export class DiffusionTrainer {
     });
     for (const [name, v] of unetCtx.trainables) trained.push({ name, ...v, kind: "unet" });
     loraContexts.push(unetCtx);
+    // UNet slots first (the order of a UNet-only run), then the text encoder's.
+    const loraModules = [unetCtx, ...loraContexts.filter((c) => c !== unetCtx)].flatMap((c) => c.loraModules);
     if (o.lora) {
       const rng = new Rng(o.lora.seed ?? 0);
-      // UNet slots first (the order of a UNet-only run), then the text encoder's.
-      const modules = [unetCtx, ...loraContexts.filter((c) => c !== unetCtx)].flatMap((c) => c.loraModules);
-      for (const m of modules) {
+      for (const m of loraModules) {
         const n = loraInputNames(m.path);
         // PEFT's inits: down random, up = 0, so training starts at the base model.
         const bound = 1 / Math.sqrt(m.inFeatures);
@@ -207,22 +266,25 @@ export class DiffusionTrainer {
     const maskSum = g.op("ReduceSum", [mask, g.ints([1, 2, 3])], { keepdims: 0 });
     const denom = g.op("Mul", [g.op("Max", [maskSum, g.scalar(1e-6)]), g.scalar(C)]);
     const loss = g.op("ReduceSum", [g.op("Mul", [g.op("Div", [perSample, denom]), weight])], { keepdims: 0 });
-    let total = loss;
-    if (o.textProbes?.length) {
-      if (!ehs) throw new RangeError("textProbes need the text encoder in the graph (textEncoder)");
-      total = addTextProbes(g, ehs, o.textProbes, [B, L, folder.textConfig.hidden_size], trained, loss);
+    const aux = new AuxLossGraph(g, trained, {
+      batch: B,
+      sequence: L,
+      textHiddenStates: ehs,
+      loraModules: o.lora ? loraModules : [],
+      lora: o.lora ? { rank: o.lora.rank, alpha: o.lora.alpha } : undefined,
+    });
+    const probes = o.textProbes ?? [];
+    if (probes.length && !ehs) {
+      throw new RangeError("textProbes need the text encoder in the graph (textEncoder)");
     }
+    const total = aux.append(loss, [...probes.map(textProbeLoss), ...(o.auxLosses ?? [])]);
     g.output(total, "loss");
     const grads = appendBackward(g, total, trained.map((t) => g.valueOf(t.name)));
     grads.forEach((gr, i) => g.output(gr, `grad.${trained[i].name}`));
 
     const session = await runner.createSession(g.toBytes(), { inputs: g.inputs });
-    let textSession: RemoteSession | null = null;
-    if (!withText) {
-      // Captions are encoded once by a frozen text encoder.
-      const tg = textEncoderGraph(folder);
-      textSession = await runner.createSession(tg.toBytes(), { inputs: tg.inputs });
-    }
+    // Without the encoder in the graph, captions are encoded once by a frozen one.
+    const textEncoder = withText ? null : await FrozenTextEncoder.create(runner, folder);
     const acp = alphasCumprod(betasFor(folder.schedulerConfig));
     const predictionType = o.predictionType ??
       ((folder.schedulerConfig.prediction_type as PredictionType | undefined) ?? "epsilon");
@@ -238,70 +300,84 @@ export class DiffusionTrainer {
       acp,
       predictionType,
       withText,
-      textSession,
+      textEncoder,
       g.nodeCount,
+      aux,
+      o.lora ? unetCtx.loraModules.map((m) => m.path) : [],
     );
-  }
-
-  private captionCache = new Map<string, Float32Array>();
-
-  private tokenize(captions: string[]): number[] {
-    const L = Math.min(this.folder.tokenizer.modelMaxLength, this.folder.textConfig.max_position_embeddings);
-    return this.folder.tokenizer.call(captions, { maxLength: L, padding: "max_length", truncation: true })
-      .inputIds.flat();
-  }
-
-  /** Frozen text embeddings of captions (cached per caption). */
-  private async embed(captions: string[]): Promise<Tensor> {
-    const L = Math.min(this.folder.tokenizer.modelMaxLength, this.folder.textConfig.max_position_embeddings);
-    const D = this.folder.textConfig.hidden_size;
-    const missing = [...new Set(captions.filter((c) => !this.captionCache.has(c)))];
-    if (missing.length) {
-      const ids = Tensor.i64([missing.length, L], this.tokenize(missing));
-      const { last_hidden_state } = await this.textSession!.run({
-        input_ids: ids,
-        [EXTRA_TOKENS_INPUT]: Tensor.zeros([1, D]),
-      }, ["last_hidden_state"]);
-      missing.forEach((c, i) =>
-        this.captionCache.set(c, last_hidden_state.f.slice(i * L * D, (i + 1) * L * D))
-      );
-    }
-    const out = new Float32Array(captions.length * L * D);
-    captions.forEach((c, i) => out.set(this.captionCache.get(c)!, i * L * D));
-    return Tensor.f32([captions.length, L, D], out);
   }
 
   /**
    * Loss and gradients for `examples` (exactly `batch` of them) at the trained tensors' current values. Noise,
-   * timesteps and latent samples come from `rng`.
+   * timesteps and latent samples come from `rng` (latent examples only, in order: t, then per value the
+   * posterior sample and the noise; noisy examples draw nothing). The target of each example is its own
+   * `target`, else `opts.target`'s, else eps or v from the drawn noise.
+   *
+   * @example
+   * ```ts
+   * // A slider step: x_t from a partial denoising run, the target from the frozen model.
+   * const r = await trainer.computeGradients([{ noisy: xt, timestep: t, caption: "a person" }], rng, {
+   *   target: ({ noisy, timesteps }) => sliderTarget(frozen, noisy, timesteps),
+   * });
+   * ```
    */
   async computeGradients(
     examples: TrainingExample[],
     rng: Rng,
-  ): Promise<{ loss: number; grads: Record<string, Float32Array>; probeLosses: Record<string, number> }> {
+    opts: GradientRunOptions = {},
+  ): Promise<GradientRun> {
     const B = this.options.batch;
     if (examples.length !== B) throw new RangeError(`expected ${B} examples per run, got ${examples.length}`);
     const u = this.folder.unetConfig;
     const C = u.in_channels, h = u.sample_size, w = u.sample_size;
     const n = C * h * w;
-    const noisy = new Float32Array(B * n), target = new Float32Array(B * n);
+    const noisy = new Float32Array(B * n), target = new Float32Array(B * n), noise = new Float32Array(B * n);
     const mask = new Float32Array(B * h * w), weight = new Float32Array(B), timestep = new Float32Array(B);
+    const latents: (Float32Array | null)[] = [];
     const T = this.acp.length;
+    const sized = (b: number, what: string, x: Float32Array | undefined) => {
+      if (x && x.length !== n) {
+        throw new RangeError(`example ${b}: ${what} has ${x.length} values, expected ${n} (${C}x${h}x${w})`);
+      }
+    };
     examples.forEach((ex, b) => {
-      if (ex.latent.length !== n) {
-        throw new RangeError(
-          `example ${b}: latent has ${ex.latent.length} values, expected ${n} (${C}x${h}x${w})`,
-        );
+      sized(b, "target", ex.target);
+      let t: number;
+      if (ex.noisy) {
+        if (ex.latent) throw new RangeError(`example ${b}: give latent or noisy (x_t), not both`);
+        sized(b, "noisy", ex.noisy);
+        sized(b, "noise", ex.noise);
+        if (!(Number.isInteger(ex.timestep) && ex.timestep! >= 0 && ex.timestep! < T)) {
+          throw new RangeError(
+            `example ${b}: noisy needs an integer timestep in 0..${T - 1}, got ${ex.timestep}`,
+          );
+        }
+        if (!ex.target && !opts.target) {
+          throw new RangeError(
+            `example ${b}: a noisy example needs a target (its own, or a target callback)`,
+          );
+        }
+        t = ex.timestep!;
+        noisy.set(ex.noisy, b * n);
+        if (ex.noise) noise.set(ex.noise, b * n);
+        else noise.fill(NaN, b * n, (b + 1) * n);
+        latents.push(null);
+      } else {
+        if (!ex.latent) throw new RangeError(`example ${b}: expected a latent or a noisy x_t, got neither`);
+        sized(b, "latent", ex.latent);
+        t = rng.int(T);
+        const a = Math.sqrt(this.acp[t]), s = Math.sqrt(1 - this.acp[t]);
+        const z = new Float32Array(n);
+        for (let i = 0; i < n; i++) {
+          z[i] = ex.latentStd ? ex.latent[i] + ex.latentStd[i] * rng.gauss() : ex.latent[i];
+          const eps = rng.gauss();
+          noise[b * n + i] = eps;
+          noisy[b * n + i] = a * z[i] + s * eps;
+          target[b * n + i] = this.predictionType === "epsilon" ? eps : a * eps - s * z[i];
+        }
+        latents.push(z);
       }
-      const t = rng.int(T);
       timestep[b] = t;
-      const a = Math.sqrt(this.acp[t]), s = Math.sqrt(1 - this.acp[t]);
-      for (let i = 0; i < n; i++) {
-        const z = ex.latentStd ? ex.latent[i] + ex.latentStd[i] * rng.gauss() : ex.latent[i];
-        const eps = rng.gauss();
-        noisy[b * n + i] = a * z + s * eps;
-        target[b * n + i] = this.predictionType === "epsilon" ? eps : a * eps - s * z;
-      }
       if (ex.mask) {
         if (ex.mask.length !== h * w) {
           throw new RangeError(`example ${b}: mask has ${ex.mask.length} values, expected ${h * w}`);
@@ -316,8 +392,21 @@ export class DiffusionTrainer {
       }
       weight[b] = wt / B;
     });
+    if (opts.target && examples.some((ex) => !ex.target)) {
+      const computed = await opts.target({ noisy, timesteps: timestep, noise, latents, examples });
+      if (!(computed instanceof Float32Array) || computed.length !== B * n) {
+        throw new RangeError(
+          `the target callback must return a Float32Array of ${B * n} values (${B}x${C}x${h}x${w}), got ${
+            computed instanceof Float32Array ? computed.length : typeof computed
+          }`,
+        );
+      }
+      target.set(computed);
+    }
+    examples.forEach((ex, b) => ex.target && target.set(ex.target, b * n));
     const feeds: Record<string, Tensor> = {
       ...this.fixedFeeds,
+      ...this.scaledLoraFeeds(opts.loraScale),
       sample: Tensor.f32([B, C, h, w], noisy),
       timestep: Tensor.f32([B], timestep),
       target: Tensor.f32([B, C, h, w], target),
@@ -326,58 +415,55 @@ export class DiffusionTrainer {
     };
     const captions = examples.map((e) => e.caption);
     if (this.withText) {
-      const L = Math.min(
-        this.folder.tokenizer.modelMaxLength,
-        this.folder.textConfig.max_position_embeddings,
-      );
-      feeds.input_ids = Tensor.i64([B, L], this.tokenize(captions));
+      feeds.input_ids = Tensor.i64([B, contextLength(this.folder)], tokenizeCaptions(this.folder, captions));
     } else {
-      feeds.encoder_hidden_states = await this.embed(captions);
+      feeds.encoder_hidden_states = await this.textEncoder!.embed(captions);
     }
-    const probes = this.options.textProbes ?? [];
-    for (const p of probes) Object.assign(feeds, this.probeFeeds(p, examples));
+    Object.assign(feeds, this.aux.feeds(examples));
     for (const t of this.trained) feeds[t.name] = Tensor.f32(t.shape, t.data);
-    const probeOutputs = probes.map((p) => `probe.${p.name}.loss`);
+    const auxOutputs = this.aux.outputs;
     const out = await this.session.run(feeds, [
       "loss",
-      ...probeOutputs,
+      ...auxOutputs,
       ...this.trained.map((t) => `grad.${t.name}`),
     ]);
     const grads: Record<string, Float32Array> = {};
     for (const t of this.trained) grads[t.name] = out[`grad.${t.name}`].f;
-    const probeLosses = Object.fromEntries(probes.map((p, i) => [p.name, out[probeOutputs[i]].f[0]]));
-    return { loss: out.loss.f[0], grads, probeLosses };
+    const auxLosses = Object.fromEntries(this.aux.names.map((name, i) => [name, out[auxOutputs[i]].f[0]]));
+    const probeLosses = Object.fromEntries(
+      (this.options.textProbes ?? []).map((p) => [p.name, auxLosses[`probe.${p.name}`]]),
+    );
+    return { loss: out.loss.f[0], grads, probeLosses, auxLosses };
   }
 
-  /** One-hot targets [B, L, classes] and 1 / (labelled positions) of a probe, checked against its classes. */
-  private probeFeeds(p: TextProbe, examples: TrainingExample[]): Record<string, Tensor> {
-    const B = examples.length;
-    const L = Math.min(this.folder.tokenizer.modelMaxLength, this.folder.textConfig.max_position_embeddings);
-    const onehot = new Float32Array(B * L * p.classes);
-    let count = 0;
-    examples.forEach((ex, b) => {
-      const labels = ex.probeLabels?.[p.name];
-      if (!labels) return;
-      if (labels.length !== L) {
-        throw new RangeError(`example ${b}: probe "${p.name}" has ${labels.length} labels, expected ${L}`);
+  /** The LoRA slots' scales times `scale` (none when 1 or absent: the fixed feeds hold them). */
+  private scaledLoraFeeds(scale: number | undefined): Record<string, Tensor> {
+    if (scale === undefined || scale === 1 || !this.options.lora) return {};
+    if (!Number.isFinite(scale)) throw new RangeError(`loraScale must be a finite number, got ${scale}`);
+    const feeds: Record<string, Tensor> = {};
+    for (const [name, t] of Object.entries(this.fixedFeeds)) {
+      if (name.startsWith("lora.") && name.endsWith(".scale")) {
+        feeds[name] = Tensor.f32(t.dims, t.f.map((x) => x * scale));
       }
-      labels.forEach((c, l) => {
-        if (c === -1) return;
-        if (!(Number.isInteger(c) && c >= 0 && c < p.classes)) {
-          throw new RangeError(
-            `example ${b}: probe "${p.name}" label ${c} at position ${l} is outside 0..${
-              p.classes - 1
-            } (or -1)`,
-          );
-        }
-        onehot[(b * L + l) * p.classes + c] = 1;
-        count++;
-      });
-    });
-    return {
-      [`probe.${p.name}.target`]: Tensor.f32([B, L, p.classes], onehot),
-      [`probe.${p.name}.inv_count`]: Tensor.f32([], new Float32Array([1 / Math.max(count, 1)])),
-    };
+    }
+    return feeds;
+  }
+
+  /**
+   * The trained UNet LoRA as adapter weights (live views of the trained factors: they follow the optimizer),
+   * for a frozen-model evaluator that denoises with the current adapter on (`FrozenUNet`). Text-encoder slots
+   * are left out. RangeError when the trainer has no LoRA.
+   */
+  loraWeights(name = "training"): LoraWeights {
+    const o = this.options.lora;
+    if (!o) throw new RangeError("loraWeights: this trainer trains no LoRA (options.lora)");
+    const byName = new Map(this.trained.map((t) => [t.name, t]));
+    const modules = new Map<string, { down: Float32Array; up: Float32Array; rank: number }>();
+    for (const path of this.unetLoraPaths) {
+      const n = loraInputNames(path);
+      modules.set(path, { down: byName.get(n.down)!.data, up: byName.get(n.up)!.data, rank: o.rank });
+    }
+    return { name, modules, alpha: o.alpha };
   }
 
   /** Parameters in the training loop's form (updated in place by the optimizer). */
@@ -397,48 +483,6 @@ export class DiffusionTrainer {
 
   async release(): Promise<void> {
     await this.session.release();
-    await this.textSession?.release();
+    await this.textEncoder?.release();
   }
-}
-
-/**
- * Appends the probes' losses to `loss`: per probe, mean over labelled positions of -log softmax(h W^T + b)[label],
- * times its weight. Each probe's mean cross-entropy is also an output (`probe.<name>.loss`). Probe weights start
- * small and random (seeded by the probe's name), so the first steps do not pull hard on the encoder.
- */
-function addTextProbes(
-  g: GraphBuilder,
-  hidden: Value,
-  probes: TextProbe[],
-  [B, L, D]: [number, number, number],
-  trained: TrainedTensor[],
-  loss: Value,
-): Value {
-  let total = loss;
-  for (const p of probes) {
-    if (!(Number.isInteger(p.classes) && p.classes >= 2)) {
-      throw new RangeError(`probe "${p.name}": classes must be an integer >= 2, got ${p.classes}`);
-    }
-    if (!(p.weight >= 0)) throw new RangeError(`probe "${p.name}": weight must be >= 0, got ${p.weight}`);
-    const wName = `probe.${p.name}.weight`, bName = `probe.${p.name}.bias`;
-    const seed = [...p.name].reduce((s, ch) => (s * 31 + ch.charCodeAt(0)) >>> 0, 7);
-    trained.push({
-      name: wName,
-      shape: [p.classes, D],
-      data: new Rng(seed).normal(p.classes * D, 0.01),
-      kind: "probe",
-    });
-    trained.push({ name: bName, shape: [p.classes], data: new Float32Array(p.classes), kind: "probe" });
-    const W = g.input(wName, "float32", [p.classes, D]);
-    const bias = g.input(bName, "float32", [p.classes]);
-    const target = g.input(`probe.${p.name}.target`, "float32", [B, L, p.classes]);
-    const invCount = g.input(`probe.${p.name}.inv_count`, "float32", []);
-    const logits = g.op("Add", [g.op("MatMul", [hidden, g.op("Transpose", [W], { perm: [1, 0] })]), bias]);
-    const logp = g.op("Log", [g.op("Add", [g.op("Softmax", [logits], { axis: -1 }), g.scalar(1e-8)])]);
-    const nll = g.op("Neg", [g.op("ReduceSum", [g.op("Mul", [logp, target])], { keepdims: 0 })]);
-    const mean = g.op("Mul", [nll, invCount]);
-    g.output(mean, `probe.${p.name}.loss`);
-    total = g.op("Add", [total, g.op("Mul", [mean, g.scalar(p.weight)])]);
-  }
-  return total;
 }
