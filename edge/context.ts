@@ -12,6 +12,7 @@ import type { Context } from "hono";
 import type { BlobStore } from "../shared/blob_store.ts";
 import type { JobBroker } from "../shared/job_broker.ts";
 import type { MetadataStore } from "../shared/metadata_store.ts";
+import type { MergeMethod, PredictionFeature, TrainingMethod } from "../shared/methods.ts";
 import type { JobKind } from "../shared/worker_protocol.ts";
 import { MemoryBlobStore } from "./adapter/memory/blob_store.ts";
 import { MemoryJobBroker } from "./adapter/memory/job_broker.ts";
@@ -70,6 +71,10 @@ export interface WorkerRecord {
   models: string[];
   kinds: JobKind[];
   executionProvider: string;
+  /** What it serves (`RegisterRequest`); absent in records of workers that registered before they said. */
+  methods?: TrainingMethod[];
+  merges?: MergeMethod[];
+  features?: PredictionFeature[];
   registered_at: string;
   last_seen: string;
 }

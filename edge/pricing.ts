@@ -1,39 +1,62 @@
 /**
- * The price table, in credits. Predictions cost per image x step (x 512x512 tiles for large images),
- * trainings per step (x batch size; full fine-tuning costs more than LoRA), merges a flat price. A job
- * reserves its price when accepted, settles it on success and is refunded on failure or cancel.
+ * The price table, in credits, read from the method registry (`shared/methods.ts`): predictions cost per
+ * image x step (x 512x512 tiles for large images), trainings per step x batch size at their method's price
+ * (full fine-tuning costs more than LoRA), merges their method's flat price. A job reserves its price when
+ * accepted, settles it on success and is refunded on failure or cancel.
  *
  * @example
  * ```ts
  * predictionPrice({ num_outputs: 2, steps: 20 }); // 40
- * trainingPrice("dreambooth", { steps: 500, batch_size: 1, mode: "lora" }); // 5000
+ * trainingPrice("dreambooth", DreamboothInput.parse({ images: "f", steps: 500 })); // 5000
  * ```
  */
+import {
+  MERGE_METHOD_REGISTRY,
+  type MergeMethod,
+  perStepPrice,
+  TRAINING_METHOD_REGISTRY,
+  TRAINING_METHODS,
+  type TrainingInputOf,
+  type TrainingMethod,
+  withDefaultSteps,
+} from "../shared/methods.ts";
+
+const PREDICTION = { per_image_step: 1, tile_pixels: 512 * 512 } as const;
+
+/**
+ * The table `GET /v1/account` shows: per-step prices by method (a method's other prices, e.g. DreamBooth's
+ * `per_step_full`, as `<method>_full`), merges by method.
+ */
 export const PRICES = {
-  prediction: { per_image_step: 1, tile_pixels: 512 * 512 },
+  prediction: PREDICTION,
   training: {
-    per_step: { dreambooth: 10, dreambooth_full: 40, custom_diffusion: 8, concept_slider: 6, cidm: 10 },
+    per_step: Object.fromEntries(
+      TRAINING_METHODS.flatMap((m) =>
+        Object.entries(TRAINING_METHOD_REGISTRY[m].prices as Record<string, number>).map(([k, v]) => [
+          k === "per_step" ? m : `${m}${k.slice("per_step".length)}`,
+          v,
+        ])
+      ),
+    ),
   },
-  merge: { flat: 50 },
-} as const;
+  merge: {
+    per_merge: Object.fromEntries(Object.entries(MERGE_METHOD_REGISTRY).map(([m, e]) => [m, e.price])),
+  },
+};
 
 export function predictionPrice(
   input: { num_outputs: number; steps: number; width?: number; height?: number },
 ): number {
   const tiles = input.width && input.height
-    ? Math.max(1, Math.ceil((input.width * input.height) / PRICES.prediction.tile_pixels))
+    ? Math.max(1, Math.ceil((input.width * input.height) / PREDICTION.tile_pixels))
     : 1;
-  return input.num_outputs * input.steps * tiles * PRICES.prediction.per_image_step;
+  return input.num_outputs * input.steps * tiles * PREDICTION.per_image_step;
 }
 
-export function trainingPrice(
-  method: keyof typeof PRICES.training.per_step,
-  input: { steps?: number; batch_size: number; mode?: string; concepts?: unknown[] },
-): number {
-  const key = method === "dreambooth" && input.mode === "full" ? "dreambooth_full" : method;
-  // Custom Diffusion's default depends on the run: 250 steps for one concept, 500 jointly.
-  const steps = input.steps ?? ((input.concepts?.length ?? 1) > 1 ? 500 : 250);
-  return steps * input.batch_size * PRICES.training.per_step[key];
+/** steps (the method's default when absent) x batch size x the method's per-step price for this input. */
+export function trainingPrice<M extends TrainingMethod>(method: M, input: TrainingInputOf<M>): number {
+  const { steps, batch_size } = withDefaultSteps(method, input) as { steps: number; batch_size: number };
+  return steps * batch_size * perStepPrice(method, input);
 }
 
-export const mergePrice = (): number => PRICES.merge.flat;
+export const mergePrice = (method: MergeMethod): number => MERGE_METHOD_REGISTRY[method].price;

@@ -9,6 +9,17 @@
  * ```
  */
 import { encode } from "fast-png";
+import type { AdapterDescriptor } from "../shared/adapters.ts";
+import {
+  MERGE_METHOD_REGISTRY,
+  MERGE_METHODS,
+  type MergeMethod,
+  PREDICTION_FEATURES,
+  TRAINING_METHOD_REGISTRY,
+  TRAINING_METHODS,
+  type TrainingMethod,
+} from "../shared/methods.ts";
+import type { RegisterRequest } from "../shared/worker_protocol.ts";
 import { createEdgeApp, type EdgeApp } from "./app.ts";
 import { issueApiKey } from "./auth/api_keys.ts";
 import type { EdgeConfig } from "./context.ts";
@@ -71,7 +82,18 @@ export async function testEdge(
   return t;
 }
 
-/** A worker speaking the protocol over `app.request`, as gpu-worker/worker.ts does over the network. */
+/** Everything the registry knows: a test worker serves every method and feature unless told otherwise. */
+export const SERVES_ALL: Pick<RegisterRequest, "methods" | "merges" | "features"> = {
+  methods: [...TRAINING_METHODS],
+  merges: [...MERGE_METHODS],
+  features: [...PREDICTION_FEATURES],
+};
+
+/**
+ * A worker speaking the protocol over `app.request`, as gpu-worker/worker.ts does over the network. It
+ * serves what it is told (default: every method and feature), and completes trainings and merges with the
+ * descriptor a test gives (default: the method's adapter kind, no tokens, no class word).
+ */
 export class TestWorker {
   workerId = "";
   constructor(private readonly t: EdgeApp, readonly token = "test-worker-token") {}
@@ -84,8 +106,18 @@ export class TestWorker {
     }));
   }
 
-  async register(models = ["tiny-shapes"], kinds = ["prediction", "training", "merge"]): Promise<string> {
-    const res = await this.call("/register", { name: "test", models, kinds, executionProvider: "cpu" });
+  async register(
+    models = ["tiny-shapes"],
+    kinds = ["prediction", "training", "merge"],
+    serves: Partial<Pick<RegisterRequest, "methods" | "merges" | "features">> = SERVES_ALL,
+  ): Promise<string> {
+    const res = await this.call("/register", {
+      name: "test",
+      models,
+      kinds,
+      executionProvider: "cpu",
+      ...serves,
+    });
     if (res.status !== 200) throw new Error(`register: ${res.status} ${await res.text()}`);
     this.workerId = (await res.json()).workerId;
     return this.workerId;
@@ -117,8 +149,9 @@ export class TestWorker {
   }
 
   async complete(
-    job: { id: string; leaseId: string },
+    job: { id: string; leaseId: string; kind?: unknown; method?: unknown },
     outputs: { bytes: Uint8Array; contentType: string; name: string }[],
+    adapter: Partial<AdapterDescriptor> = {},
   ) {
     const refs = [];
     for (const o of outputs) {
@@ -129,6 +162,9 @@ export class TestWorker {
       leaseId: job.leaseId,
       outputs: refs,
       metrics: { steps: 1 },
+      ...(job.kind === "training" || job.kind === "merge"
+        ? { adapter: { ...defaultDescriptor(job.kind, String(job.method)), ...adapter } }
+        : {}),
     });
   }
 
@@ -140,6 +176,25 @@ export class TestWorker {
       retryable,
     });
   }
+}
+
+/** What a worker of the registry's method would report, short of tokens and class word. */
+function defaultDescriptor(kind: "training" | "merge", method: string): AdapterDescriptor {
+  return kind === "training"
+    ? {
+      kind: TRAINING_METHOD_REGISTRY[method as TrainingMethod].adapterKind,
+      method,
+      tokens: [],
+      class_word: null,
+      full_model: false,
+    }
+    : {
+      kind: MERGE_METHOD_REGISTRY[method as MergeMethod].adapterKind,
+      method: `merge:${method}`,
+      tokens: [],
+      class_word: null,
+      full_model: false,
+    };
 }
 
 /** A small RGB PNG with a gradient (so re-encoding has something to keep). */

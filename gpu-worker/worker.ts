@@ -1,7 +1,9 @@
 /**
  * The GPU worker: registers with the edge (the base models under its models folder, its execution provider,
- * the job kinds it runs), then leases jobs one at a time over HTTP with the worker token and runs them on its
- * engine (ONNX Runtime in a Worker thread, so heartbeats keep firing while the UNet runs). Each job heartbeats
+ * the job kinds it runs, and the training methods, merge methods and prediction features it serves: see
+ * `jobs/served.ts`), then leases jobs one at a time over HTTP with the worker token and runs them on its
+ * engine (ONNX Runtime in a Worker thread, so heartbeats keep firing while the UNet runs). A leased job's
+ * input is parsed once, by its kind and method (`LeasedJob`), before its handler runs. Each job heartbeats
  * progress, previews, logs and checkpoints, and ends with `complete` (outputs uploaded as blobs) or `fail`
  * (`retryable: false` for bad input; a canceled job fails as canceled). Any number of workers may serve one
  * edge, each its own instance or process; a job whose worker dies is leased again after its lease expires and
@@ -14,8 +16,13 @@
  * await worker.stop();
  * ```
  */
-import type { JobKind, LeasedJob, RegisterRequest } from "../shared/worker_protocol.ts";
-import { type ExecutionProvider, parseExecutionProvider } from "./ort/session.ts";
+import {
+  type JobKind,
+  LeasedJob,
+  type LeaseEnvelope,
+  type RegisterRequest,
+} from "../shared/worker_protocol.ts";
+import { type ExecutionProvider, parseExecutionProvider } from "./ort/session_spec.ts";
 import { EdgeClient, EdgeError } from "./jobs/edge_client.ts";
 import { servedModels, WorkerEngine } from "./jobs/engine.ts";
 import { JobLease } from "./jobs/lease.ts";
@@ -29,6 +36,8 @@ import {
 import { predict } from "./jobs/prediction.ts";
 import { train } from "./jobs/training.ts";
 import { merge } from "./jobs/merge.ts";
+import { refuseUnserved, servedCapabilities } from "./jobs/served.ts";
+import { NotServedError } from "./input_error.ts";
 
 export interface GpuWorkerOptions {
   edgeUrl: string;
@@ -60,11 +69,18 @@ export interface WorkerStats {
   failed: number;
 }
 
-const HANDLERS: Record<string, (ctx: JobContext) => Promise<JobResult>> = {
-  prediction: predict,
-  training: train,
-  merge,
-};
+/** One handler per job kind, each given its own kind of job (input typed by the registry). */
+const HANDLERS: { [K in JobKind]: (ctx: JobContext<Extract<LeasedJob, { kind: K }>>) => Promise<JobResult> } =
+  {
+    prediction: predict,
+    training: train,
+    merge,
+  };
+
+/** Runs a job on its kind's handler. */
+function handle(ctx: JobContext): Promise<JobResult> {
+  return (HANDLERS[ctx.job.kind] as (ctx: JobContext) => Promise<JobResult>)(ctx);
+}
 
 /** Registers, retrying while the edge is unreachable; a refusal (4xx, e.g. a wrong token) is thrown. */
 async function register(
@@ -77,7 +93,8 @@ async function register(
       const { workerId } = await edge.register(req);
       log(
         `${req.name}: registered as ${workerId} (models ${req.models.join(", ")}; ${req.kinds.join(", ")}; ` +
-          `${req.executionProvider})`,
+          `trains ${req.methods.join(", ") || "nothing"}; merges ${req.merges.join(", ") || "nothing"}; ` +
+          `features ${req.features.join(", ") || "none"}; ${req.executionProvider})`,
       );
       return workerId;
     } catch (e) {
@@ -133,6 +150,7 @@ export class GpuWorker {
       models,
       kinds: opts.kinds ?? ["prediction", "training", "merge"],
       executionProvider: ep,
+      ...servedCapabilities(),
     };
     const edge = new EdgeClient(opts.edgeUrl, opts.token, opts.fetch);
     const workerId = await register(edge, registration, log);
@@ -174,7 +192,7 @@ export class GpuWorker {
   private async leaseLoop(): Promise<void> {
     let backoff = 0;
     while (!this.stopping.signal.aborted) {
-      let job: LeasedJob | null;
+      let job: LeaseEnvelope | null;
       try {
         job = await this.edge.lease(this.workerId);
         backoff = 0;
@@ -212,7 +230,7 @@ export class GpuWorker {
     }
   }
 
-  private async runJob(job: LeasedJob): Promise<void> {
+  private async runJob(job: LeaseEnvelope): Promise<void> {
     const lease = new JobLease(this.edge, this.workerId, job, {
       intervalMs: this.opts.heartbeatMs,
       log: (l) => this.log(`${this.name}: ${l}`),
@@ -220,12 +238,22 @@ export class GpuWorker {
     this.current = lease;
     lease.log(`${this.name}: ${job.kind} ${job.id} attempt ${job.attempt} on ${job.baseModel}`);
     lease.start();
-    const handler = HANDLERS[job.kind];
     let result: JobResult | undefined;
     let error: unknown;
     try {
-      if (!handler) throw new RangeError(`job kind "${job.kind}" is not served by this worker`);
-      result = await handler({ job, lease, edge: this.edge, engine: this.engine, settings: this.settings });
+      if (!this.registration.kinds.includes(job.kind)) {
+        throw new NotServedError(`job kind "${job.kind}" is not served by this worker`);
+      }
+      // What this worker does not serve is refused by name before the input's schema could object to it.
+      refuseUnserved(job);
+      const typed = LeasedJob.parse(job);
+      result = await handle({
+        job: typed,
+        lease,
+        edge: this.edge,
+        engine: this.engine,
+        settings: this.settings,
+      });
     } catch (e) {
       error = e;
     }
@@ -258,7 +286,7 @@ export class GpuWorker {
   }
 
   /** complete/fail with retries while the edge is unreachable; a refused one (lease gone) is only logged. */
-  private async deliver(job: LeasedJob, what: string, call: () => Promise<void>): Promise<void> {
+  private async deliver(job: LeaseEnvelope, what: string, call: () => Promise<void>): Promise<void> {
     for (let attempt = 0; attempt < 6; attempt++) {
       try {
         return await call();

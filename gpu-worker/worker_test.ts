@@ -13,7 +13,7 @@ import {
   FailRequest,
   HeartbeatRequest,
   type JobKind,
-  type LeasedJob,
+  type LeaseEnvelope,
   RegisterRequest,
 } from "../shared/worker_protocol.ts";
 import { sha256Hex } from "../shared/blob_store.ts";
@@ -48,6 +48,7 @@ interface FakeJob {
   logs: string[];
   outputs: CompleteRequest["outputs"];
   metrics: Record<string, number>;
+  adapter?: CompleteRequest["adapter"];
   error: string | null;
   retryable: boolean | null;
 }
@@ -172,7 +173,7 @@ class FakeEdge {
         workerId: body.workerId,
         expiresAt: Date.now() + this.leaseSeconds * 1000,
       });
-      const leased: LeasedJob = {
+      const leased: LeaseEnvelope = {
         id: j.id,
         kind: j.kind,
         leaseId: j.leaseId,
@@ -212,6 +213,7 @@ class FakeEdge {
         state: j.cancel ? "canceled" : "succeeded",
         outputs: c.outputs,
         metrics: c.metrics ?? {},
+        adapter: c.adapter,
       });
       return new Response(null, { status: 204 });
     }
@@ -411,6 +413,17 @@ Deno.test("bad input fails at once and is not retried; the worker goes on to the
       input: { prompt: "x", sliders: [{ id: "s", scale: 1 }] },
     });
     const method = edge.enqueue({ kind: "training", method: "concept_slider", input: { images: ["f"] } });
+    const mergeMethod = edge.enqueue({
+      kind: "merge",
+      method: "linear",
+      input: { method: "linear", adapters: [{ id: "a" }, { id: "b" }] },
+    });
+    // Parsed once with the method's schema: a field the schema does not know fails the job by name.
+    const unknownField = edge.enqueue({
+      kind: "training",
+      method: "dreambooth",
+      input: { images: ["f"], steps: 2, colour: "red" },
+    });
     const ok = edge.enqueue({ kind: "prediction", input: { prompt: "a red circle", steps: 2, seed: 1 } });
     const cases: [string, string][] = [
       [width, "width must be a multiple of 16 between 16 and 4096, got 30"],
@@ -418,6 +431,8 @@ Deno.test("bad input fails at once and is not retried; the worker goes on to the
       [wrongModel, `adapter "adp_f" targets 1 module(s) the base model has no LoRA slot for`],
       [sliders, "input.sliders is not supported by this worker yet"],
       [method, `training method "concept_slider" is not served by this worker`],
+      [mergeMethod, `merge method "linear" is not served by this worker`],
+      [unknownField, `invalid input: input: Unrecognized key: "colour"`],
     ];
     for (const [id, message] of cases) {
       const j = await edge.wait(id);
@@ -425,6 +440,12 @@ Deno.test("bad input fails at once and is not retried; the worker goes on to the
       assert(j.error!.includes(message), `${id}: "${j.error}" should include "${message}"`);
     }
     assertEquals((await edge.wait(ok)).state, "succeeded");
+    const registration = [...edge.workers.values()][0];
+    assertEquals(
+      [registration.methods, registration.merges, registration.features],
+      [["dreambooth", "custom_diffusion"], ["custom_diffusion"], ["img2img"]],
+      "it advertises what it serves",
+    );
   });
 });
 
@@ -469,6 +490,13 @@ Deno.test("a training fine-tunes a LoRA from image blobs (zip entries with capti
     const job = await edge.wait(id);
     assertEquals(job.state, "succeeded", job.error ?? job.logs.join("\n"));
     assertEquals(job.outputs.map((o) => o.name), [LORA_FILE_NAME]);
+    assertEquals(job.adapter, {
+      kind: "concept",
+      method: "dreambooth",
+      tokens: ["sks"],
+      class_word: "star",
+      full_model: false,
+    }, "the worker describes the adapter it made");
     const lora = decodeLora(edge.blobs.get(job.outputs[0].blob.sha256)!, LORA_FILE_NAME);
     assertEquals([lora.rank, lora.info?.prompt, lora.info?.steps], [2, "a sks star", 6]);
     const checkpoints = job.heartbeats.flatMap((h) => h.checkpoint ? [h.checkpoint] : []);

@@ -8,9 +8,12 @@
  * ```
  */
 import { z } from "zod";
-import { AdapterName } from "./training.ts";
+import { BlobRef } from "./blob_store.ts";
+import { AdapterName, ClassWord, Token } from "./methods/common.ts";
+import { TRAINING_METHODS } from "./methods.ts";
 
 export const AdapterKind = z.enum(["concept", "slider", "library"]);
+export type AdapterKind = z.infer<typeof AdapterKind>;
 export const WEIGHT_FORMATS = ["diffusers", "peft", "kohya"] as const;
 export const WeightFormat = z.enum(WEIGHT_FORMATS);
 export type WeightFormat = z.infer<typeof WeightFormat>;
@@ -45,11 +48,49 @@ export const ImportAdapterRequest = z.object({
   file: z.string(),
   base_model: z.string().min(1).max(200),
   name: AdapterName,
-  method: z.enum(["dreambooth", "custom_diffusion", "concept_slider", "cidm", "lora"]).default("lora"),
+  method: z.enum([...TRAINING_METHODS, "lora"]).default("lora"),
   token: z.string().min(1).max(64).optional(),
   class_word: z.string().max(100).optional(),
 }).strict();
 export type ImportAdapterRequest = z.infer<typeof ImportAdapterRequest>;
+
+/**
+ * What an adapter is, as the worker that made it reports it with `complete` (a training's or merge's output):
+ * the edge stores this in the adapter's record rather than guessing it from the request. `method` is the
+ * training method, or `merge:<method>` for a merge.
+ *
+ * @example
+ * ```ts
+ * AdapterDescriptor.parse({ kind: "concept", method: "dreambooth", tokens: ["sks"], class_word: "dog" });
+ * ```
+ */
+export const AdapterDescriptor = z.object({
+  kind: AdapterKind,
+  method: z.string().min(1).max(100),
+  /** Every token the adapter brings, in order (several for jointly trained or merged Custom Diffusion). */
+  tokens: z.array(Token).max(64),
+  class_word: ClassWord.nullable(),
+  /** A full fine-tune (DreamBooth `mode: "full"`): a whole model, used at scale 1, one per prediction. */
+  full_model: z.boolean().default(false),
+}).strict();
+export type AdapterDescriptor = z.infer<typeof AdapterDescriptor>;
+
+/**
+ * An adapter in a leased job: its id (its weights are `blobs[id]` or `blobs["adapter:" + id]`, or `blob`), and
+ * what the edge knows of it. The weights decide what it is on the worker; the rest is for logs and prompts.
+ */
+export const LeasedAdapter = z.object({
+  id: z.string(),
+  name: z.string().optional(),
+  kind: AdapterKind.optional(),
+  method: z.string().optional(),
+  token: z.string().nullable().optional(),
+  tokens: z.array(z.string()).optional(),
+  class_word: z.string().nullable().optional(),
+  full_model: z.boolean().optional(),
+  blob: BlobRef.optional(),
+});
+export type LeasedAdapter = z.infer<typeof LeasedAdapter>;
 
 /**
  * Why a prediction cannot use these full fine-tunes (the adapters of its request that are whole models), or

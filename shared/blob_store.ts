@@ -9,7 +9,14 @@
  * (await blobs.get(ref.sha256))?.byteLength; // 2
  * ```
  */
-import type { BlobRef } from "./worker_protocol.ts";
+import { z } from "zod";
+
+/** A blob by its content: SHA-256 (hex) and size. */
+export const BlobRef = z.object({
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  size: z.number().int().nonnegative(),
+});
+export type BlobRef = z.infer<typeof BlobRef>;
 
 export interface BlobStore {
   /** Stores bytes under their SHA-256 (idempotent). */

@@ -11,6 +11,9 @@
  */
 import { z } from "zod";
 import { JobFields, WebhookEventsFilter, WebhookUrl } from "./jobs.ts";
+import { BlobRef } from "./blob_store.ts";
+import { LeasedAdapter } from "./adapters.ts";
+import { BlobName } from "./methods/common.ts";
 
 export const SCHEDULERS = ["ddim", "ddpm", "euler", "euler_a", "dpmpp_2m"] as const;
 
@@ -47,6 +50,26 @@ export const PredictionInput = z.object({
   })).max(16).default([]),
 }).strict();
 export type PredictionInput = z.infer<typeof PredictionInput>;
+
+/** An image of a leased prediction: a name in the job's `blobs`, or a blob reference itself. */
+const LeasedImage = z.union([BlobName, BlobRef]);
+
+/**
+ * What a worker leases for a prediction: PredictionInput's fields, with `prompt` routed (`<adapter-name>`
+ * replaced by the adapter's trigger phrase), adapters and sliders described (their weights in `blobs`), and
+ * the adapters that regions name described in `region_adapters`.
+ */
+export const PredictionWork = z.object({
+  ...PredictionInput.shape,
+  image: LeasedImage.optional(),
+  reference_image: LeasedImage.optional(),
+  adapters: z.array(LeasedAdapter.extend({ scale: Scale.default(1) })).default([]),
+  sliders: z.array(
+    LeasedAdapter.extend({ scale: Scale, start_step: z.number().int().min(0).optional() }),
+  ).default([]),
+  region_adapters: z.array(LeasedAdapter).default([]),
+}).strict();
+export type PredictionWork = z.infer<typeof PredictionWork>;
 
 export const CreatePredictionRequest = z.object({
   base_model: z.string().min(1).max(200),

@@ -10,10 +10,35 @@
  *   PUT  /internal/workers/blobs                 raw bytes (Content-Type) -> BlobRef (content-addressed)
  *   GET  /internal/workers/blobs/{sha256}        -> raw bytes
  *
+ * A leased job is typed by its kind and, for trainings, its method: its input is the schema the method
+ * registry (`shared/methods.ts`) gives for it, so a worker parses it once (`LeasedJob`) and each handler gets
+ * its own typed input. A finished training or merge reports what adapter it made (`AdapterDescriptor`).
+ *
  * A job whose lease expires (worker died) is leased again; its `checkpoint` blob (uploaded with heartbeats)
  * lets the next worker resume instead of restarting.
+ *
+ * @example
+ * ```ts
+ * const envelope = LeaseEnvelope.parse(await res.json()); // ids first: a bad input can still be failed
+ * const job = LeasedJob.parse(envelope); // typed: job.kind === "training" && job.method === "dreambooth" ...
+ * ```
  */
 import { z } from "zod";
+import { BlobRef } from "./blob_store.ts";
+import { AdapterDescriptor } from "./adapters.ts";
+import {
+  MergeMethod,
+  PredictionFeature,
+  TRAINING_METHOD_REGISTRY,
+  TRAINING_METHODS,
+  type TrainingMethod,
+  TrainingMethod as TrainingMethodSchema,
+  type TrainingWorkOf,
+} from "./methods.ts";
+import { PredictionWork } from "./prediction.ts";
+import { MergeWork } from "./training.ts";
+
+export { BlobRef };
 
 export const JobKind = z.enum(["prediction", "training", "merge"]);
 export type JobKind = z.infer<typeof JobKind>;
@@ -26,6 +51,12 @@ export const RegisterRequest = z.object({
   models: z.array(z.string()).min(1),
   kinds: z.array(JobKind).min(1),
   executionProvider: ExecutionProviderName,
+  /** Training methods it runs (none when absent). */
+  methods: z.array(TrainingMethodSchema).default([]),
+  /** Merge methods it runs (none when absent). */
+  merges: z.array(MergeMethod).default([]),
+  /** Optional prediction features it serves (`shared/methods.ts`; none when absent: plain txt2img). */
+  features: z.array(PredictionFeature).default([]),
 }).strict();
 export type RegisterRequest = z.infer<typeof RegisterRequest>;
 
@@ -35,44 +66,87 @@ export type RegisterResponse = z.infer<typeof RegisterResponse>;
 export const LeaseRequest = z.object({ workerId: z.string() }).strict();
 export type LeaseRequest = z.infer<typeof LeaseRequest>;
 
-export const BlobRef = z.object({
-  sha256: z.string().regex(/^[0-9a-f]{64}$/),
-  size: z.number().int().nonnegative(),
-});
-export type BlobRef = z.infer<typeof BlobRef>;
-
-/** A leased job: everything the worker needs, inputs resolved to blob references. */
-export const LeasedJob = z.object({
+/** What every leased job has besides its kind, method and input. */
+const envelope = {
   id: z.string(),
-  kind: JobKind,
   /** Lease token: must accompany heartbeat/complete/fail (a stale worker's calls are refused with 409). */
   leaseId: z.string(),
   leaseSeconds: z.number().int().positive(),
   attempt: z.number().int().positive(),
   baseModel: z.string(),
-  /** The method (trainings: dreambooth, custom_diffusion, ...; merges: linear, ...). */
-  method: z.string().optional(),
-  /**
-   * The validated public input (API.md field names, defaults filled), where every file or adapter reference
-   * is a name in `blobs`:
-   * - trainings: `images` is a list of names (an image file's id, or `<zip id>/<entry>.png` for each image of
-   *   a zip), `captions` maps names to their `.txt` captions; `regularization_images`, `concepts[].images`
-   *   and `pairs[].low/high` likewise; `destination` is the adapter's name; cidm: `library_adapter` names the
-   *   library's current weights (null on first use).
-   * - predictions: `prompt` has `<adapter-name>` references replaced by the adapter's trigger phrase
-   *   (`token class_word`); `adapters`/`sliders` are `{id, name, kind, method, token, class_word, scale}` with
-   *   the weights in `blobs[id]`; `regions[].adapters` keep their ids (described in `region_adapters`);
-   *   `image`/`reference_image` are names in `blobs`.
-   * - merges: `adapters` are `{id, ..., weight}`, weights in `blobs[id]`.
-   * Outputs: images (predictions, `image/png`) or one `.safetensors` adapter (trainings, merges).
-   */
-  input: z.record(z.string(), z.unknown()),
   /** Blobs by the names the input uses (uploaded images, adapter weights). */
   blobs: z.record(z.string(), BlobRef),
   /** Last checkpoint a previous attempt uploaded, to resume from. */
   checkpoint: BlobRef.nullable(),
+};
+
+/**
+ * A leased job with its input not yet read: what a worker needs to heartbeat, complete or fail it. A worker
+ * parses this first, then `LeasedJob`, so a job whose input is refused still fails by its lease.
+ */
+export const LeaseEnvelope = z.object({
+  ...envelope,
+  kind: JobKind,
+  method: z.string().optional(),
+  input: z.record(z.string(), z.unknown()),
 });
-export type LeasedJob = z.infer<typeof LeasedJob>;
+export type LeaseEnvelope = z.infer<typeof LeaseEnvelope>;
+
+/** A leased prediction: `input.prompt` routed, adapters and sliders described, images as blob names. */
+export const LeasedPrediction = z.object({
+  ...envelope,
+  kind: z.literal("prediction"),
+  method: z.undefined().optional(),
+  input: PredictionWork,
+});
+
+const leasedTrainingOf = (method: TrainingMethod) =>
+  z.object({
+    ...envelope,
+    kind: z.literal("training"),
+    method: z.literal(method),
+    input: TRAINING_METHOD_REGISTRY[method].work as z.ZodType,
+  });
+
+/** A leased training: its input is its method's `work` schema (`shared/methods/<method>.ts`). */
+export const LeasedTraining = z.discriminatedUnion(
+  "method",
+  TRAINING_METHODS.map(leasedTrainingOf) as unknown as [ReturnType<typeof leasedTrainingOf>],
+);
+
+/** A leased merge: the adapters to merge, each with its weight. */
+export const LeasedMerge = z.object({
+  ...envelope,
+  kind: z.literal("merge"),
+  method: MergeMethod,
+  input: MergeWork,
+});
+
+type Envelope = Omit<LeaseEnvelope, "kind" | "method" | "input">;
+export type LeasedPrediction = z.infer<typeof LeasedPrediction>;
+/** A leased training of method M (all methods when M is left out), its input typed by M's schema. */
+export type LeasedTraining<M extends TrainingMethod = TrainingMethod> = {
+  [K in M]: Envelope & { kind: "training"; method: K; input: TrainingWorkOf<K> };
+}[M];
+export type LeasedMerge = z.infer<typeof LeasedMerge>;
+export type LeasedJob = LeasedPrediction | LeasedTraining | LeasedMerge;
+
+/**
+ * A leased job, typed by kind and method: the validated public input (API.md field names, defaults filled)
+ * where every file or adapter reference is a name in `blobs`:
+ * - trainings: the method's `work` schema: `images` is a list of names (an image file's id, or
+ *   `<zip id>/<entry>.png` for each image of a zip), `captions` maps names to their `.txt` captions;
+ *   `regularization_images`, `concepts[].images` and `pairs[].low/high` likewise; `destination` is the
+ *   adapter's name; cidm: `library_adapter` names the library's current weights (null on first use).
+ * - predictions: `PredictionWork`.
+ * - merges: `MergeWork`.
+ * Outputs: images (predictions, `image/png`) or one `.safetensors` adapter (trainings, merges).
+ */
+export const LeasedJob = z.discriminatedUnion("kind", [
+  LeasedPrediction,
+  LeasedTraining,
+  LeasedMerge,
+]) as unknown as z.ZodType<LeasedJob>;
 
 export const Progress = z.object({
   step: z.number().int().nonnegative(),
@@ -103,6 +177,8 @@ export const CompleteRequest = z.object({
   /** Output blobs: images (predictions) or an adapter file (trainings, merges). */
   outputs: z.array(z.object({ blob: BlobRef, contentType: z.string(), name: z.string() })),
   metrics: z.record(z.string(), z.number()).optional(),
+  /** Trainings and merges (required for them): what the adapter file is; the edge records it as given. */
+  adapter: AdapterDescriptor.optional(),
 }).strict();
 export type CompleteRequest = z.infer<typeof CompleteRequest>;
 

@@ -30,7 +30,17 @@ const PROBLEMS: [string, string][] = [
   ["invalid-zip", "400: the zip cannot be read, or its captions do not match its images"],
   ["invalid-safetensors", "400: the safetensors header or offsets are invalid"],
   ["format-not-available", "422: the adapter cannot be converted to the requested weights format"],
+  [
+    "not-implemented",
+    "501: workers for the base model are registered and none serves the training or merge method, or the " +
+    "prediction features (sliders, regions, reference_image, img2img) the request uses; nothing was charged. " +
+    "With no worker registered for the model yet, the job is accepted and waits for one.",
+  ],
   ["stale-lease", "409 (workers): the job was leased again or finished"],
+  [
+    "invalid-adapter-descriptor",
+    "400 (workers): a training or merge completed without the descriptor of its adapter, or with another method",
+  ],
 ];
 
 const PAGE = (problems: string) =>

@@ -1,11 +1,14 @@
 /**
- * `POST /v1/predictions`: validates the input, routes adapters named in the prompt, resolves file and
- * adapter ids to blobs, reserves the price and queues the job; `Prefer: wait[=N]` holds the answer until the
+ * `POST /v1/predictions`: validates the input, refuses with 501 an optional feature (sliders, regions,
+ * reference_image, img2img: `shared/methods.ts`) that no registered worker for the base model serves, routes
+ * adapters named in the prompt, resolves file and adapter ids to blobs, reserves the price and queues the job; `Prefer: wait[=N]` holds the answer until the
  * prediction ends (201) or N seconds pass (202).
  */
 import type { Hono } from "hono";
 import { isTerminal } from "../../shared/job_lifecycle.ts";
-import { CreatePredictionRequest, Prediction } from "../../shared/prediction.ts";
+import { predictionFeatures } from "../../shared/methods.ts";
+import { CreatePredictionRequest, Prediction, type PredictionWork } from "../../shared/prediction.ts";
+import { requireServed } from "../capabilities.ts";
 import { type EdgeEnv, originOf } from "../context.ts";
 import { idempotency, jobId, jsonBody } from "../idempotency.ts";
 import { acceptJob, announce, BlobPlan, preferWaitMs, unknownRef, waitForJob } from "../jobs.ts";
@@ -34,6 +37,7 @@ export function describeAdapter(a: AdapterRecord) {
     token: a.token,
     tokens: a.tokens ?? (a.token ? [a.token] : []),
     class_word: a.class_word,
+    full_model: a.full_model ?? false,
   };
 }
 
@@ -56,7 +60,7 @@ export function predictionRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
       path: "/v1/predictions",
       summary: "Generate images",
       description:
-        "A prompt naming <adapter-name> or an adapter's token pulls that adapter in. Costs num_outputs x steps credits (x 512x512 tiles), reserved now, refunded if it fails.",
+        "A prompt naming <adapter-name> or an adapter's token pulls that adapter in. Costs num_outputs x steps credits (x 512x512 tiles), reserved now, refunded if it fails. 501 when workers for the base model are registered and none serves an optional feature the input uses (img2img, sliders, regions, reference_image).",
       tags: ["predictions"],
       auth: "api_key",
       headers: {
@@ -76,6 +80,11 @@ export function predictionRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
       const body = await jsonBody(c, CreatePredictionRequest);
       const input = body.input;
       await requireModel(edge, body.base_model);
+      await requireServed(edge, {
+        kind: "prediction",
+        baseModel: body.base_model,
+        features: predictionFeatures(input),
+      });
       const owned = (await edge.metadata.list<AdapterRecord>(["adapters", tenant.id], { limit: 1000 })).items
         .map((i) => i.value);
       const byId = new Map(owned.map((a) => [a.id, a]));
@@ -136,7 +145,7 @@ export function predictionRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
             // Regions keep their adapter ids (PredictionInput's shape); what those adapters are is here:
             region_adapters: [...new Set(input.regions.flatMap((r) => r.adapters ?? []))]
               .map((id) => describeAdapter(byId.get(id)!)),
-          },
+          } satisfies PredictionWork,
           blobs: plan.blobs,
         },
       });

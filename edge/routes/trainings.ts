@@ -1,10 +1,14 @@
 /**
- * `POST /v1/trainings` and `POST /v1/merges`: validate the method's input (METHODS.md defaults), resolve
- * image files and zips (entries with captions) and adapters to blobs, reserve the price, queue the job.
- * A succeeded training or merge makes an adapter named `destination` (see `routes/workers.ts`).
+ * `POST /v1/trainings` and `POST /v1/merges`: validate the method's input (its registry entry's schema and
+ * defaults, `shared/methods.ts`), refuse with 501 a method no registered worker runs (`capabilities.ts`),
+ * resolve image files and zips (entries with captions) and adapters to blobs, reserve the method's price,
+ * queue the job. A succeeded training or merge makes an adapter named `destination`, described by the worker
+ * that made it (see `routes/workers.ts`).
  */
 import type { Hono } from "hono";
+import { MERGE_METHOD_REGISTRY, TRAINING_METHOD_REGISTRY, withDefaultSteps } from "../../shared/methods.ts";
 import { CreateMergeRequest, CreateTrainingRequest, Merge, Training } from "../../shared/training.ts";
+import { requireServed } from "../capabilities.ts";
 import { type EdgeEnv, originOf } from "../context.ts";
 import { idempotency, jobId, jsonBody } from "../idempotency.ts";
 import { acceptJob, announce, BlobPlan, unknownRef } from "../jobs.ts";
@@ -22,9 +26,11 @@ export function trainingRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     {
       method: "post",
       path: "/v1/trainings",
-      summary: "Train an adapter (dreambooth, custom_diffusion, concept_slider, cidm)",
-      description:
-        "input.images: image file ids or one zip file id (entries become <zip id>/<name> blobs for the worker, captions in input.captions). Costs steps x batch_size x the method's per-step price.",
+      summary: `Train an adapter (${Object.keys(TRAINING_METHOD_REGISTRY).join(", ")})`,
+      description: [
+        "input.images: image file ids or one zip file id (entries become <zip id>/<name> blobs for the worker, captions in input.captions). Costs steps x batch_size x the method's per-step price (GET /v1/account). 501 when workers for the base model are registered and none runs the method.",
+        ...Object.values(TRAINING_METHOD_REGISTRY).map((m) => `${m.name}: ${m.title}.`),
+      ].join(" "),
       tags: ["trainings"],
       auth: "api_key",
       headers: COSTLY_HEADERS,
@@ -37,12 +43,11 @@ export function trainingRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
       const tenant = c.get("tenant");
       const body = await jsonBody(c, CreateTrainingRequest);
       await requireModel(edge, body.base_model);
+      await requireServed(edge, { kind: "training", baseModel: body.base_model, method: body.method });
       const plan = new BlobPlan(edge, tenant.id);
-      const input = body.input;
-      if (body.method === "custom_diffusion") {
-        // METHODS.md: 250 steps for one concept, 500 for joint training; shown in the job's input.
-        body.input.steps ??= (body.input.concepts?.length ?? 1) > 1 ? 500 : 250;
-      }
+      // The method's default steps (Custom Diffusion: 250 for one concept, 500 jointly), shown in the input.
+      const input = withDefaultSteps(body.method, body.input);
+      // The method's leased input (`work` of its registry entry): files as blob names, set below.
       const work: Record<string, unknown> = { ...input, destination: body.destination };
       if (input.images !== undefined) work.images = await plan.images(input.images, "input.images");
       if (body.method === "custom_diffusion") {
@@ -83,7 +88,7 @@ export function trainingRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
         kind: "training",
         baseModel: body.base_model,
         method: body.method,
-        price: trainingPrice(body.method, body.input),
+        price: trainingPrice(body.method, input),
         request: {
           method: body.method,
           base_model: body.base_model,
@@ -108,7 +113,11 @@ export function trainingRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     {
       method: "post",
       path: "/v1/merges",
-      summary: "Merge adapters into a new one (custom_diffusion closed form, linear, cidm)",
+      summary: `Merge adapters into a new one (${Object.keys(MERGE_METHOD_REGISTRY).join(", ")})`,
+      description: [
+        "501 when workers for the adapters' base model are registered and none runs the merge method.",
+        ...Object.entries(MERGE_METHOD_REGISTRY).map(([m, e]) => `${m}: ${e.title}.`),
+      ].join(" "),
       tags: ["merges"],
       auth: "api_key",
       headers: COSTLY_HEADERS,
@@ -137,13 +146,14 @@ export function trainingRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
         plan.adapter(a.id, { sha256: a.sha256, size: a.size });
         parts.push({ ...describeAdapter(a), weight: typeof ref === "string" ? 1 : ref.weight });
       }
+      await requireServed(edge, { kind: "merge", baseModel: baseModel!, method: body.method });
       const { job, created } = await acceptJob(edge, {
         id: await jobId(c, "m"),
         tenant: tenant.id,
         kind: "merge",
         baseModel: baseModel!,
         method: body.method,
-        price: mergePrice(),
+        price: mergePrice(body.method),
         request: {
           method: body.method,
           base_model: baseModel,

@@ -1,6 +1,14 @@
 import { zipSync } from "fflate";
 import { assert, assertEquals } from "../../gpu-worker/testing.ts";
 import { readSafetensors, writeSafetensors } from "../../gpu-worker/models/safetensors.ts";
+import {
+  TRAINING_METHOD_REGISTRY,
+  TRAINING_METHODS,
+  type TrainingMethod,
+  withDefaultSteps,
+} from "../../shared/methods.ts";
+import { trainingPrice } from "../pricing.ts";
+import type { AdapterRecord } from "../records.ts";
 import { type TestEdge, testEdge, testPng, uploadForm } from "../testing.ts";
 
 const LORA = writeSafetensors({
@@ -75,7 +83,7 @@ Deno.test("training: zip entries reach the worker as blobs with captions; succes
       bytes: LORA,
       contentType: "application/octet-stream",
       name: "pytorch_lora_weights.safetensors",
-    }])).status,
+    }], { tokens: ["sks"], class_word: "dog" })).status,
     204,
   );
   const done = await (await t.req(`/v1/trainings/${training.id}`)).json();
@@ -236,4 +244,95 @@ Deno.test("adapters: import from an uploaded safetensors file; merges make a job
     await (await t.req(`/v1/adapters/${(await (await t.req(`/v1/merges/${m.id}`)).json()).output.adapter}`))
       .json();
   assertEquals([merged.name, merged.method, merged.source.kind], ["both", "merge:linear", "merge"]);
+});
+
+Deno.test("pricing: each method's cost is its registry entry's default steps x batch x price per step", async () => {
+  const t = await testEdge({}, { a: 1_000_000, b: 0 });
+  const img = await upload(t, testPng(), "a.png");
+  const inputs: Record<TrainingMethod, Record<string, unknown>> = {
+    dreambooth: { images: [img] },
+    custom_diffusion: { images: [img] },
+    concept_slider: { positive: "very old", negative: "very young" },
+    cidm: { images: [img], library: "pets" },
+  };
+  for (const method of TRAINING_METHODS) {
+    const res = await t.json("/v1/trainings", {
+      method,
+      base_model: "tiny-shapes",
+      destination: `x-${method}`,
+      input: inputs[method],
+    });
+    assertEquals(res.status, 201, await res.clone().text());
+    const job = await res.json();
+    const entry = TRAINING_METHOD_REGISTRY[method];
+    const parsed = entry.input.parse(inputs[method]) as Record<string, unknown>;
+    const steps = withDefaultSteps(method, parsed as never).steps;
+    assertEquals(job.input.steps, steps, `${method}: the default steps are shown in the input`);
+    assertEquals(job.cost, steps * (parsed.batch_size as number) * entry.prices.per_step, method);
+    assertEquals(job.cost, trainingPrice(method, parsed as never), method);
+  }
+  const full = await (await t.json("/v1/trainings", {
+    method: "dreambooth",
+    base_model: "tiny-shapes",
+    destination: "full",
+    input: { images: [img], mode: "full", steps: 10 },
+  })).json();
+  assertEquals(full.cost, 10 * TRAINING_METHOD_REGISTRY.dreambooth.prices.per_step_full);
+  const account = await (await t.req("/v1/account")).json();
+  assertEquals(account.prices.training.per_step, {
+    dreambooth: 10,
+    dreambooth_full: 40,
+    custom_diffusion: 8,
+    concept_slider: 6,
+    cidm: 10,
+  });
+});
+
+Deno.test("a completed training's adapter record is the worker's descriptor, not a guess from the request", async () => {
+  const t = await testEdge();
+  await t.worker.register(["tiny-shapes"], ["training"]);
+  const a = await upload(t, testPng(8, 8, 1), "a.png");
+  const b = await upload(t, testPng(8, 8, 2), "b.png");
+  const res = await t.json("/v1/trainings", {
+    method: "custom_diffusion",
+    base_model: "tiny-shapes",
+    destination: "pair",
+    input: {
+      steps: 5,
+      concepts: [
+        { images: [a], modifier_token: "<a1>", class_word: "cat" },
+        { images: [b], modifier_token: "<b1>", class_word: "dog" },
+      ],
+    },
+  });
+  assertEquals(res.status, 201);
+  const training = await res.json();
+  const job = (await t.worker.lease())!;
+  const output = [{
+    bytes: LORA,
+    contentType: "application/octet-stream",
+    name: "custom_diffusion.safetensors",
+  }];
+  const none = await t.worker.call(`/jobs/${job.id}/complete`, {
+    workerId: t.worker.workerId,
+    leaseId: job.leaseId,
+    outputs: [{
+      blob: await t.worker.putBlob(LORA),
+      contentType: "application/octet-stream",
+      name: "a.safetensors",
+    }],
+  });
+  assertEquals([none.status, (await none.json()).type], [400, "/docs#problem-invalid-adapter-descriptor"]);
+  const wrong = await t.worker.complete(job, output, { method: "dreambooth" });
+  assertEquals(wrong.status, 400, "another method than the job's");
+  const done = await t.worker.complete(job, output, { tokens: ["<a1>", "<b1>"], class_word: "cat" });
+  assertEquals(done.status, 204);
+  const id = (await (await t.req(`/v1/trainings/${training.id}`)).json()).output.adapter;
+  const adapter = await (await t.req(`/v1/adapters/${id}`)).json();
+  assertEquals(
+    [adapter.kind, adapter.method, adapter.token, adapter.class_word, adapter.full_model, adapter.triggers],
+    ["concept", "custom_diffusion", "<a1>", "cat", false, ["<pair>", "<a1>"]],
+  );
+  const rec = await t.edge.metadata.get<AdapterRecord>(["adapters", t.tenantA, id]);
+  assertEquals(rec!.tokens, ["<a1>", "<b1>"]);
 });

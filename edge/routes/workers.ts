@@ -1,14 +1,22 @@
 /**
- * The worker protocol's edge side (`shared/worker_protocol.ts`), behind the worker token: register, lease
- * (only jobs of the worker's base models and kinds), heartbeat (extends the lease, relays progress, previews
- * and logs; answers `cancel: true` for canceled jobs), complete (outputs become files, or the adapter record;
- * credits settle), fail (retry with backoff or refund), and content-addressed blobs. A call with a lease that
- * is no longer the job's is 409.
+ * The worker protocol's edge side (`shared/worker_protocol.ts`), behind the worker token: register (base
+ * models, job kinds, and the methods and features served, which `capabilities.ts` checks requests against),
+ * lease (only jobs of the worker's base models and kinds), heartbeat (extends the lease, relays progress,
+ * previews and logs; answers `cancel: true` for canceled jobs), complete (outputs become files, or the adapter
+ * record as the worker describes it; credits settle), fail (retry with backoff or refund), and
+ * content-addressed blobs. A call with a lease that is no longer the job's is 409.
  */
 import type { Hono, MiddlewareHandler } from "hono";
 import { z } from "zod";
 import { readSafetensors } from "../../gpu-worker/models/safetensors.ts";
+import type { AdapterDescriptor } from "../../shared/adapters.ts";
 import { SHA256_HEX } from "../../shared/blob_store.ts";
+import {
+  MERGE_METHOD_REGISTRY,
+  type MergeMethod,
+  TRAINING_METHOD_REGISTRY,
+  type TrainingMethod,
+} from "../../shared/methods.ts";
 import { type JobRecord, StaleLeaseError } from "../../shared/job_broker.ts";
 import {
   BlobRef,
@@ -17,6 +25,7 @@ import {
   HeartbeatRequest,
   HeartbeatResponse,
   LeasedJob,
+  type LeaseEnvelope,
   LeaseRequest,
   RegisterRequest,
   RegisterResponse,
@@ -33,7 +42,6 @@ import { sniffImage } from "../uploads/image_header.ts";
 
 /** Workers are ours: their JSON is read whatever Content-Type a plain fetch() gave it. */
 const LENIENT = { anyContentType: true };
-const ADAPTER_KIND: Record<string, AdapterRecord["kind"]> = { concept_slider: "slider", cidm: "library" };
 
 export function workerAuth(): MiddlewareHandler<EdgeEnv> {
   return async (c, next) => {
@@ -70,7 +78,20 @@ async function guard<T>(p: Promise<T>): Promise<T> {
 export const fileIdOfOutput = (job: JobRecord, i: number) => `file_${job.id.slice(2)}o${i}`;
 export const adapterIdOfJob = (job: JobRecord) => `adp_${job.id.slice(2)}`;
 
-/** The public result of a completion, from ids derived from the job (so repeating it is harmless). */
+/** The descriptor a training or merge must come with: its method and the registry's adapter kind. */
+function expectedAdapter(job: JobRecord): Pick<AdapterDescriptor, "kind" | "method"> {
+  if (job.kind === "merge") {
+    const method = job.method as MergeMethod;
+    return { kind: MERGE_METHOD_REGISTRY[method].adapterKind, method: `merge:${method}` };
+  }
+  const method = job.method as TrainingMethod;
+  return { kind: TRAINING_METHOD_REGISTRY[method].adapterKind, method };
+}
+
+/**
+ * The public result of a completion, from ids derived from the job (so repeating it is harmless); for a
+ * training or merge also the worker's descriptor of the adapter, which `recordOutputs` stores as given.
+ */
 async function resultOf(edge: Edge, job: JobRecord, done: CompleteRequest): Promise<Record<string, unknown>> {
   for (const o of done.outputs) {
     const found = await edge.blobs.stat(o.blob.sha256);
@@ -101,7 +122,18 @@ async function resultOf(edge: Edge, job: JobRecord, done: CompleteRequest): Prom
   } catch (e) {
     throw new ApiProblem(400, "invalid-safetensors", "Invalid safetensors", (e as Error).message);
   }
-  return { adapter: adapterIdOfJob(job) };
+  const expected = expectedAdapter(job);
+  const got = done.adapter;
+  if (!got || got.method !== expected.method || got.kind !== expected.kind) {
+    throw new ApiProblem(
+      400,
+      "invalid-adapter-descriptor",
+      "Invalid adapter descriptor",
+      `a ${job.kind} of method "${job.method}" completes with adapter {kind: "${expected.kind}", method: ` +
+        `"${expected.method}", tokens, class_word}, got ${got ? JSON.stringify(got) : "none"}`,
+    );
+  }
+  return { adapter: adapterIdOfJob(job), descriptor: got };
 }
 
 /** Records the outputs of a succeeded job: image files, or the adapter. Idempotent. */
@@ -133,37 +165,21 @@ async function recordOutputs(edge: Edge, job: JobRecord): Promise<void> {
     return;
   }
   const weights = job.outputs.find((o) => o.name.endsWith(".safetensors"))!;
-  const input = (job.request.input ?? {}) as Record<string, unknown>;
-  const method = job.method ?? "lora";
-  const concepts = input.concepts as { modifier_token: string; class_word?: string }[] | undefined;
-  let tokens: string[] = job.kind === "merge"
-    ? ((job.work.input.adapters ?? []) as { token?: string | null; tokens?: string[] }[])
-      .flatMap((a) => a.tokens ?? (a.token ? [a.token] : []))
-    : concepts?.map((k) => k.modifier_token) ??
-      [
-        (input.token ?? input.modifier_token ?? (input.tokens as string[] | undefined)?.[0]) as
-          | string
-          | undefined,
-      ]
-        .filter((t): t is string => typeof t === "string");
-  if (method === "custom_diffusion" && job.kind === "training" && !tokens.length) tokens = ["<new1>"];
-  if (method === "concept_slider") tokens = [];
-  const token = tokens[0] ?? null;
+  // What the worker said it made (checked in `resultOf`), not a guess from the request. A job that succeeded
+  // before completions carried it already has its record.
+  const d = job.result?.descriptor as AdapterDescriptor | undefined;
+  if (!d) return;
   const rec: AdapterRecord = {
     id: adapterIdOfJob(job),
     tenant: job.tenant,
     name: String(job.request.destination),
-    kind: job.kind === "merge"
-      ? (method === "cidm" ? "library" : "concept")
-      : ADAPTER_KIND[method] ?? "concept",
-    method: job.kind === "merge" ? `merge:${method}` : method,
+    kind: d.kind,
+    method: d.method,
     base_model: job.baseModel,
-    token,
-    tokens,
-    class_word: (input.class_word as string | undefined) ?? concepts?.[0]?.class_word ?? null,
-    ...(job.kind === "training" && method === "dreambooth" && input.mode === "full"
-      ? { full_model: true }
-      : {}),
+    token: d.tokens[0] ?? null,
+    tokens: d.tokens,
+    class_word: d.class_word,
+    ...(d.full_model ? { full_model: true } : {}),
     source: { kind: job.kind === "merge" ? "merge" : "training", id: job.id },
     sha256: weights.blob.sha256,
     size: weights.blob.size,
@@ -182,13 +198,14 @@ export function workerRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     ...doc,
     method: "post",
     path: "/internal/workers/register",
-    summary: "Register a worker for base models and job kinds",
+    summary: "Register a worker for base models, job kinds, and the methods and features it serves",
     body: { schema: RegisterRequest },
     responses: { 200: { description: "Registered", schema: RegisterResponse } },
   }, async (c) => {
     const edge = c.get("edge");
     const body = await jsonBody(c, RegisterRequest, LENIENT);
     const now = new Date(edge.now()).toISOString();
+    // What it serves (methods, merges, features) is kept: requests are checked against it (capabilities.ts).
     const rec: WorkerRecord = { id: newId("wkr"), ...body, registered_at: now, last_seen: now };
     await edge.metadata.set(["workers", rec.id], rec);
     return c.json({ workerId: rec.id, leaseSeconds: edge.leaseSeconds } satisfies RegisterResponse);
@@ -212,7 +229,9 @@ export function workerRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     const job = await edge.broker.lease({ workerId, models: worker.models, kinds: worker.kinds });
     if (!job) return c.body(null, 204);
     announce(edge, null, job);
-    const leased: LeasedJob = {
+    // The work was built for this kind and method when the job was accepted (typed by `LeasedJob`'s schemas);
+    // the worker parses it once with them.
+    const leased: LeaseEnvelope = {
       id: job.id,
       kind: job.kind,
       leaseId: job.lease!.id,

@@ -27,6 +27,8 @@ import {
   writeSafetensors,
 } from "../models/safetensors.ts";
 import type { LoraWeights } from "../pipelines/stable_diffusion.ts";
+// Decoding a file a request brought, or fitting it to the base model, fails with the input's fault.
+import { AdapterError } from "../input_error.ts";
 
 export const CUSTOM_DIFFUSION_FILE_NAME = "pytorch_custom_diffusion_weights.safetensors";
 
@@ -94,7 +96,7 @@ export function isCustomDiffusionFile(f: SafetensorsFile): boolean {
   );
 }
 
-/** Reads an adapter file; errors name the file and the tensor. */
+/** Reads an adapter file; errors (AdapterError) name the file and the tensor. */
 export function decodeCustomDiffusion(bytes: Uint8Array, source: string): CustomDiffusionAdapter {
   const f = readSafetensors(bytes, source);
   const layers = new Map<string, CustomDiffusionLayer>();
@@ -110,19 +112,19 @@ export function decodeCustomDiffusion(bytes: Uint8Array, source: string): Custom
         tokens.push({ token: key, embedding: f.float32(key) });
         continue;
       }
-      throw new RangeError(`${source}: unexpected tensor "${key}" [${shape}] in a Custom Diffusion file`);
+      throw new AdapterError(`${source}: unexpected tensor "${key}" [${shape}] in a Custom Diffusion file`);
     }
     const path = `${m[1]}.${inverse.get(m[2])}`;
     if (m[3] === "bias") continue; // biases stay the base model's (see the module doc)
     if (m[3] === "weight") {
-      if (shape.length !== 2) throw new RangeError(`${source}: "${key}" is [${shape}], expected [out, in]`);
+      if (shape.length !== 2) throw new AdapterError(`${source}: "${key}" is [${shape}], expected [out, in]`);
       layers.set(path, { kind: "weight", out: shape[0], in: shape[1], weight: f.float32(key) });
     } else if (m[3] === "delta.up.weight") {
       const downKey = key.replace(/delta\.up\.weight$/, "delta.down.weight");
-      if (!f.has(downKey)) throw new RangeError(`${source}: "${key}" has no "${downKey}"`);
+      if (!f.has(downKey)) throw new AdapterError(`${source}: "${key}" has no "${downKey}"`);
       const d = f.entry(downKey).shape;
       if (shape.length !== 2 || d.length !== 2 || shape[1] !== d[0]) {
-        throw new RangeError(
+        throw new AdapterError(
           `${source}: "${key}" [${shape}] and "${downKey}" [${d}] are not [out, r] and [r, in]`,
         );
       }
@@ -137,7 +139,7 @@ export function decodeCustomDiffusion(bytes: Uint8Array, source: string): Custom
     }
   }
   if (!layers.size) {
-    throw new RangeError(
+    throw new AdapterError(
       `${source}: no Custom Diffusion tensors (expected keys like <attn2>.processor.to_k_custom_diffusion.weight)`,
     );
   }
@@ -161,7 +163,7 @@ export function decodeCustomDiffusion(bytes: Uint8Array, source: string): Custom
 export function baseLinearWeight(unet: SafetensorsFile, path: string): Float32Array {
   const key = `${path}.weight`;
   if (!unet.has(key)) {
-    throw new RangeError(`the base model has no "${key}": the adapter was trained for another base model`);
+    throw new AdapterError(`the base model has no "${key}": the adapter was trained for another base model`);
   }
   return unet.float32(key);
 }
@@ -194,7 +196,7 @@ export function weightsAsLora(
   for (const [path, l] of layers) {
     const base = baseLinearWeight(unet, path);
     if (base.length !== l.out * l.in) {
-      throw new RangeError(
+      throw new AdapterError(
         `${path}: the adapter's weight is [${l.out}, ${l.in}], the base model's has ${base.length} values`,
       );
     }

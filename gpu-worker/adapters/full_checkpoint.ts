@@ -19,6 +19,7 @@ import {
   writeSafetensors,
 } from "../models/safetensors.ts";
 import { pathExists } from "../fs.ts";
+import { AdapterError } from "../input_error.ts";
 
 /** The file name a full fine-tune is stored under. */
 export const FULL_CHECKPOINT_FILE_NAME = "dreambooth_model.safetensors";
@@ -43,13 +44,11 @@ async function baseWeights(baseDir: string, part: Part): Promise<SafetensorsFile
   return await loadSafetensors(await pathExists(full) ? full : `${baseDir}/${FP16_NAMES[part]}`);
 }
 
-/** A file that cannot serve as a full fine-tune of a base model (wrong keys, shapes or dtypes). */
-export class FullCheckpointError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "FullCheckpointError";
-  }
-}
+/**
+ * A file that cannot serve as a full fine-tune of a base model (wrong keys, shapes or dtypes): an adapter the
+ * job brought that cannot be used, so an `AdapterError` (the job fails without a retry).
+ */
+export class FullCheckpointError extends AdapterError {}
 
 /** Copies a file's tensors (views, not copies) into `into`, adding a prefix or keeping those under one. */
 function copyTensors(

@@ -18,7 +18,7 @@ import {
   type FailRequest,
   type HeartbeatRequest,
   HeartbeatResponse,
-  LeasedJob,
+  LeaseEnvelope,
   type RegisterRequest,
   RegisterResponse,
 } from "../../shared/worker_protocol.ts";
@@ -74,14 +74,17 @@ export class EdgeClient {
     return RegisterResponse.parse(await (await this.json("POST", "/register", req)).json());
   }
 
-  /** The next job for this worker, or null when there is none (204). */
-  async lease(workerId: string): Promise<LeasedJob | null> {
+  /**
+   * The next job for this worker, or null when there is none (204). Its input is read later (`LeasedJob`),
+   * so that a job whose input is refused can still be failed by its lease.
+   */
+  async lease(workerId: string): Promise<LeaseEnvelope | null> {
     const res = await this.json("POST", "/lease", { workerId });
     if (res.status === 204) {
       await res.body?.cancel();
       return null;
     }
-    return LeasedJob.parse(await res.json());
+    return LeaseEnvelope.parse(await res.json());
   }
 
   async heartbeat(jobId: string, req: HeartbeatRequest): Promise<HeartbeatResponse> {

@@ -11,7 +11,7 @@
  * ```
  */
 import { EngineRunner } from "../ort/runner.ts";
-import type { ExecutionProvider } from "../ort/session.ts";
+import type { ExecutionProvider } from "../ort/session_spec.ts";
 import { type LoraWeights, StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
 import { decodeLora, toLoraWeights } from "../adapters/lora.ts";
 import {
@@ -27,6 +27,7 @@ import {
   materializeFullCheckpoint,
 } from "../adapters/full_checkpoint.ts";
 import type { BlobRef } from "../../shared/worker_protocol.ts";
+import { AdapterError, InputError } from "../input_error.ts";
 
 export interface WorkerEngineOptions {
   modelsDir: string;
@@ -35,6 +36,19 @@ export interface WorkerEngineOptions {
   workDir: string;
   /** LoRA files kept decoded (default 32). */
   loraCacheSize?: number;
+}
+
+/**
+ * Runs a decoder on an adapter file a job brought: whatever it refuses about the bytes is the file's fault,
+ * so it surfaces as an AdapterError (the job fails without a retry), with the decoder's message.
+ */
+function decodeAdapterFile<T>(decode: () => T): T {
+  try {
+    return decode();
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw new AdapterError((e as Error).message, { cause: e });
+  }
 }
 
 /** Model ids are folder names: no separators, no leading dot. */
@@ -136,15 +150,16 @@ export class WorkerEngine {
       this.loraDownloads++;
       const bytes = await download(ref);
       const source = `adapter ${ref.sha256.slice(0, 12)}`;
-      const file = readSafetensors(bytes, source);
+      const file = decodeAdapterFile(() => readSafetensors(bytes, source));
       if (isFullCheckpointFile(file)) {
+        const info = decodeAdapterFile(() => describeFullCheckpoint(file).info);
         // Kept on disk, not in this cache's memory: a whole UNet per entry.
         const dir = `${this.opts.workDir}/checkpoints`;
         await Deno.mkdir(dir, { recursive: true });
         const path = `${dir}/${ref.sha256}.safetensors`;
         await Deno.writeFile(`${path}.part`, bytes);
         await Deno.rename(`${path}.part`, path);
-        return { kind: "full", sha256: ref.sha256, path, info: describeFullCheckpoint(file).info };
+        return { kind: "full", sha256: ref.sha256, path, info };
       }
       if (isCustomDiffusionFile(file)) {
         return {
@@ -153,7 +168,7 @@ export class WorkerEngine {
           sha256: ref.sha256,
         };
       }
-      return { kind: "lora", lora: toLoraWeights(decodeLora(bytes, source)) };
+      return { kind: "lora", lora: decodeAdapterFile(() => toLoraWeights(decodeLora(bytes, source))) };
     }, (_, evicted) => {
       // A full checkpoint's file goes with its entry (a pipeline already built from it keeps its own folder).
       evicted.then((d) => d.kind === "full" ? Deno.remove(d.path) : undefined).catch(() => {});

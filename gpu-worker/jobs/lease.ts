@@ -12,7 +12,7 @@
  * await lease.end();
  * ```
  */
-import type { BlobRef, HeartbeatRequest, LeasedJob } from "../../shared/worker_protocol.ts";
+import type { BlobRef, HeartbeatRequest, LeaseEnvelope } from "../../shared/worker_protocol.ts";
 import { type EdgeClient, EdgeError } from "./edge_client.ts";
 
 export interface JobProgress {
@@ -52,7 +52,7 @@ export class JobLease {
   constructor(
     private readonly edge: EdgeClient,
     private readonly workerId: string,
-    readonly job: LeasedJob,
+    readonly job: LeaseEnvelope,
     private readonly opts: JobLeaseOptions = {},
   ) {
     this.intervalMs = this.periodFor(job.leaseSeconds);

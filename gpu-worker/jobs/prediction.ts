@@ -3,8 +3,9 @@
  * among its adapters), with the job's LoRA adapters fed into the pipeline's LoRA slots (no session is rebuilt),
  * progress on every step, a small preview PNG every few steps (throttled), and one PNG output per image.
  *
- * Input: `PredictionInput` (shared/prediction.ts, API.md names), except that `image` and each adapter are
- * resolved to blobs by the edge (see `resolveBlob`).
+ * Input: `PredictionWork` (shared/prediction.ts, API.md names), parsed once with the lease: `image` and each
+ * adapter are resolved to blobs by the edge (see `resolveBlob`). Of the optional features
+ * (`PREDICTION_FEATURE_REGISTRY`) it serves img2img; a job asking for another is refused before it is parsed.
  *
  * @example
  * ```ts
@@ -12,10 +13,10 @@
  * ```
  */
 import { Buffer } from "node:buffer";
-import { z } from "zod";
-import { PredictionInput } from "../../shared/prediction.ts";
 import { fullModelConflict } from "../../shared/adapters.ts";
-import { BlobRef } from "../../shared/worker_protocol.ts";
+import type { PredictionFeature } from "../../shared/methods.ts";
+import type { LeasedPrediction } from "../../shared/worker_protocol.ts";
+import { AdapterError, JobInputError } from "../input_error.ts";
 import { encodePng, resizeBilinear, type RgbImage } from "../image/png.ts";
 import { decodeImage } from "../training/data.ts";
 import type { AdapterUse, StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
@@ -23,19 +24,11 @@ import { type JobContext, type JobResult, resolveBlob } from "./job.ts";
 import { type CustomDiffusionAdapter, weightsAsLora } from "../adapters/custom_diffusion.ts";
 import { mergeCustomDiffusion } from "../methods/custom_diffusion_compose.ts";
 
-/** The leased input: PredictionInput's fields, with `image` and adapters possibly already blob references. */
-const LeasedPredictionInput = z.object({
-  ...PredictionInput.shape,
-  image: z.union([z.string(), BlobRef]).optional(),
-  adapters: z.array(z.object({
-    id: z.string(),
-    scale: z.number().min(-10).max(10).default(1),
-    blob: BlobRef.optional(),
-  })).default([]),
-});
-
-/** Public fields this worker does not implement yet: refused rather than silently ignored. */
-const NOT_SERVED = ["sliders", "regions", "reference_image"];
+/**
+ * The optional prediction features this worker serves (it advertises them when it registers); a job using
+ * another (sliders, regions, reference_image) is refused rather than its field silently ignored.
+ */
+export const SERVED_PREDICTION_FEATURES: readonly PredictionFeature[] = ["img2img"];
 
 /** A small preview: the image scaled so its longest side is at most `size`, as base64 PNG. */
 export function previewPng(img: RgbImage, size: number): string {
@@ -53,22 +46,32 @@ function checkAdapterFits(pipe: StableDiffusionPipeline, id: string, use: Adapte
   const slots = new Set([...pipe.loraModules, ...pipe.textLoraModules].map((m) => m.path));
   const foreign = [...use.lora.modules.keys()].filter((p) => !slots.has(p));
   if (foreign.length) {
-    throw new RangeError(
+    throw new AdapterError(
       `adapter "${id}" targets ${foreign.length} module(s) the base model has no LoRA slot for ` +
         `(e.g. ${foreign[0]}); it was trained for another base model`,
     );
   }
 }
 
-export async function predict(ctx: JobContext): Promise<JobResult> {
-  const { job, lease, edge, engine, settings } = ctx;
-  for (const k of NOT_SERVED) {
-    const v = job.input[k];
-    if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) {
-      throw new RangeError(`input.${k} is not supported by this worker yet`);
+/**
+ * The pipeline's size rule (a multiple of the latent downsampling, 16..4096), checked here so that a size it
+ * would refuse fails the job as the input's fault (the pipeline's own check throws a plain RangeError).
+ */
+function checkImageSize(pipe: StableDiffusionPipeline, width?: number, height?: number): void {
+  const f = pipe.folder;
+  const multiple = f.vaeScaleFactor * 2 ** (f.unetConfig.block_out_channels.length - 1);
+  for (const [k, v] of [["width", width], ["height", height]] as const) {
+    if (v !== undefined && (v < multiple || v % multiple !== 0 || v > 4096)) {
+      throw new JobInputError(
+        `${k} must be a multiple of ${multiple} between ${multiple} and 4096, got ${v}`,
+      );
     }
   }
-  const input = LeasedPredictionInput.parse(job.input);
+}
+
+export async function predict(ctx: JobContext<LeasedPrediction>): Promise<JobResult> {
+  const { job, lease, edge, engine, settings } = ctx;
+  const input = job.input;
   const started = performance.now();
   const decodedAdapters = [];
   for (const [i, a] of input.adapters.entries()) {
@@ -78,11 +81,12 @@ export async function predict(ctx: JobContext): Promise<JobResult> {
   // A full fine-tune is a whole model: the request runs on its pipeline (the other adapters ride on it).
   const full = decodedAdapters.filter((a) => a.decoded.kind === "full");
   const conflict = fullModelConflict(full);
-  if (conflict) throw new RangeError(conflict);
+  if (conflict) throw new JobInputError(conflict);
   const fullModel = full[0]?.decoded;
   const pipe = fullModel?.kind === "full"
     ? await engine.finetunedPipeline(job.baseModel, fullModel)
     : await engine.pipeline(job.baseModel);
+  checkImageSize(pipe, input.width, input.height);
   const adapters: AdapterUse[] = [];
   const concepts: { id: string; adapter: CustomDiffusionAdapter; sha256: string; scale: number }[] = [];
   for (const { decoded, ...a } of decodedAdapters) {

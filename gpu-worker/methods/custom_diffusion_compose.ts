@@ -112,7 +112,7 @@ export async function targetFeatures(
 ): Promise<{ data: Float32Array; rows: number; dim: number }> {
   const t = await pipe.encodePrompt(prompts, tokens);
   const [, L, D] = t.dims;
-  const tok = pipe.folder.tokenizer;
+  const tok = pipe.tokenizerWith(tokens);
   const modifierIds = new Set(
     tokens.map((x) => tok.encode(x.token)).filter((ids) => ids.length === 1).map((ids) => ids[0]),
   );

@@ -1,7 +1,7 @@
 /**
- * The one module that imports onnxruntime-node: execution-provider choice, session creation, input checks
- * before each run. Call it from the engine's Worker thread (see `runner.ts`), never from the HTTP thread:
- * `run()` blocks the thread it runs on.
+ * The one module that imports onnxruntime-node: session creation on the chosen execution provider, with the
+ * input checks of `session_spec.ts` (ORT-free) before each run. Call it from the engine's Worker thread (see
+ * `runner.ts`), never from the HTTP thread: `run()` blocks the thread it runs on.
  *
  * @example
  * ```ts
@@ -10,56 +10,24 @@
  * ```
  */
 import * as ort from "onnxruntime-node";
-import type { DataType, Dim } from "../graph/builder.ts";
+import type { DataType } from "../graph/builder.ts";
 import { Tensor } from "../tensor.ts";
+import {
+  checkFeeds,
+  type ExecutionProvider,
+  parseExecutionProvider,
+  providerList,
+  type SessionSpec,
+} from "./session_spec.ts";
 
-export const EXECUTION_PROVIDERS = ["cpu", "cuda", "webgpu"] as const;
-export type ExecutionProvider = typeof EXECUTION_PROVIDERS[number];
-
-/** Validates a provider name, with the valid ones in the error. */
-export function parseExecutionProvider(name: string): ExecutionProvider {
-  if ((EXECUTION_PROVIDERS as readonly string[]).includes(name)) return name as ExecutionProvider;
-  throw new RangeError(
-    `Unsupported execution provider "${name}". Should be one of: ${EXECUTION_PROVIDERS.join(", ")}`,
-  );
-}
-
-/** The inputs a session expects (from the graph builder), used to check feeds before running. */
-export interface SessionSpec {
-  inputs: { name: string; dtype: DataType; shape: Dim[] }[];
-}
-
-/** Checks feeds against the spec; errors name the input and the expected vs given dtype/shape. */
-export function checkFeeds(spec: SessionSpec, feeds: Record<string, Tensor>): void {
-  const problems: string[] = [];
-  for (const inp of spec.inputs) {
-    const t = feeds[inp.name];
-    if (!t) {
-      problems.push(`missing input "${inp.name}" (${inp.dtype} [${inp.shape.join(", ")}])`);
-      continue;
-    }
-    if (t.dtype !== inp.dtype) {
-      problems.push(`input "${inp.name}": expected dtype ${inp.dtype}, given ${t.dtype}`);
-    }
-    const badRank = t.dims.length !== inp.shape.length;
-    const badDim = !badRank && inp.shape.some((d, i) => typeof d === "number" && d !== t.dims[i]);
-    if (badRank || badDim) {
-      problems.push(
-        `input "${inp.name}": expected shape [${inp.shape.join(", ")}], given [${t.dims.join(", ")}]`,
-      );
-    }
-  }
-  const known = new Set(spec.inputs.map((i) => i.name));
-  for (const name of Object.keys(feeds)) {
-    if (!known.has(name)) problems.push(`unknown input "${name}" (expected: ${[...known].join(", ")})`);
-  }
-  if (problems.length) throw new TypeError(problems.join("; "));
-}
-
-function providerList(ep: ExecutionProvider): string[] {
-  // CPU stays as a fallback for ops a GPU provider does not implement.
-  return ep === "cpu" ? ["cpu"] : [ep, "cpu"];
-}
+// The provider names and feed checks live in the ORT-free `session_spec.ts`; re-exported for callers here.
+export {
+  checkFeeds,
+  EXECUTION_PROVIDERS,
+  type ExecutionProvider,
+  parseExecutionProvider,
+  type SessionSpec,
+} from "./session_spec.ts";
 
 export interface SessionOptions {
   /** Threads for one op (default: ORT's choice, all cores). */

@@ -40,6 +40,7 @@ import { checkRegions, regionMasks } from "./regions.ts";
 import { EXTRA_TOKENS_INPUT } from "../models/clip_text_model.ts";
 import { createScheduler, type SchedulerName, timestepsForStrength } from "../schedulers/scheduler.ts";
 import { Rng } from "../random.ts";
+import type { ClipTokenizer } from "../tokenizer/clip_tokenizer.ts";
 import { Tensor } from "../tensor.ts";
 import { classifierFreeGuidance } from "./guidance.ts";
 import { imagesToTensor, resizeBilinear, type RgbImage, tensorToImages } from "../image/png.ts";
@@ -273,6 +274,14 @@ export class StableDiffusionPipeline {
     const ids = this.folder.tokenizer.addTokens(tokens.map((t) => t.token));
     ids.forEach((id, k) => this.extraEmbeddings.set(id - base, Float32Array.from(tokens[k].embedding)));
     return ids;
+  }
+
+  /**
+   * The tokenizer a call with `tokens` uses (the shared one plus them, with the ids `encodePrompt` gives
+   * them), e.g. to find a modifier token's positions in a prompt.
+   */
+  tokenizerWith(tokens: { token: string; embedding: Float32Array }[]): ClipTokenizer {
+    return this.overlay(tokens).tokenizer;
   }
 
   /** The shared tokenizer plus a call's tokens (checked), without changing the shared one. */

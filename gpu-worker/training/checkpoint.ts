@@ -16,6 +16,7 @@
  */
 import { readSafetensors, type TensorData, writeSafetensors } from "../models/safetensors.ts";
 import type { AdamWState } from "./optimizer.ts";
+import { CheckpointError } from "../input_error.ts";
 
 export const CHECKPOINT_FORMAT = "training-checkpoint/1";
 
@@ -37,13 +38,11 @@ export interface TrainingCheckpoint {
   losses: number[];
 }
 
-/** Raised for a checkpoint that is not one of ours or is inconsistent; names the file. */
-export class CheckpointError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "CheckpointError";
-  }
-}
+/**
+ * Raised for a checkpoint that is not one of ours or is inconsistent; names the file. An `InputError`
+ * (`../input_error.ts`): the job layer fails such a job instead of retrying it.
+ */
+export { CheckpointError };
 
 const FILE_RE = /^checkpoint-(\d+)\.safetensors$/;
 

@@ -1,0 +1,49 @@
+/**
+ * What this worker serves, in one place: the training and merge methods of its registry
+ * (`methods/registry.ts`) and the prediction features its prediction job implements. It advertises them when
+ * it registers (so the edge answers 501 for what no worker serves, before charging), and refuses a leased job
+ * that asks for anything else before its input is parsed (an edge that routed it anyway, or an older one).
+ *
+ * @example
+ * ```ts
+ * const registration = { name, models, kinds, executionProvider: "cpu", ...servedCapabilities() };
+ * refuseUnserved(envelope); // NotServedError: training method "cidm" is not served by this worker ...
+ * ```
+ */
+import { PREDICTION_FEATURE_REGISTRY, predictionFeatures } from "../../shared/methods.ts";
+import type { LeaseEnvelope, RegisterRequest } from "../../shared/worker_protocol.ts";
+import { NotServedError } from "../input_error.ts";
+import { servedMergeMethods, servedTrainingMethods } from "../methods/registry.ts";
+import { SERVED_PREDICTION_FEATURES } from "./prediction.ts";
+import { trainingNotServed } from "./training.ts";
+import { mergeNotServed } from "./merge.ts";
+
+/** The `methods`, `merges` and `features` of this worker's registration. */
+export function servedCapabilities(): Pick<RegisterRequest, "methods" | "merges" | "features"> {
+  return {
+    methods: servedTrainingMethods(),
+    merges: servedMergeMethods(),
+    features: [...SERVED_PREDICTION_FEATURES],
+  };
+}
+
+/** Throws NotServedError when the job's method, or a prediction feature it uses, is not served here. */
+export function refuseUnserved(job: LeaseEnvelope): void {
+  const served = servedCapabilities();
+  if (job.kind === "training" && !(served.methods as string[]).includes(job.method ?? "")) {
+    throw trainingNotServed(String(job.method));
+  }
+  if (job.kind === "merge" && !(served.merges as string[]).includes(job.method ?? "")) {
+    throw mergeNotServed(String(job.method));
+  }
+  if (job.kind === "prediction") {
+    const missing = predictionFeatures(job.input).filter((f) => !served.features.includes(f));
+    if (missing.length) {
+      const fields = missing.map((f) => `input.${PREDICTION_FEATURE_REGISTRY[f].field}`);
+      throw new NotServedError(
+        `${fields.join(", ")} ${missing.length > 1 ? "are" : "is"} not supported by this worker yet ` +
+          `(it serves: ${served.features.join(", ") || "plain txt2img"})`,
+      );
+    }
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * Concept Sliders (Gandikota et al., ECCV 2024), the shared part of its registry entry: the `concept_slider`
+ * input (a text slider from prompt pairs, or a visual one from image pairs), what a worker leases, the price
+ * and the adapter it makes (a slider: used with a scale per step in predictions' `sliders`). No worker runs it
+ * yet: the edge refuses it with 501 once a worker serving the base model is registered.
+ *
+ * @example
+ * ```ts
+ * ConceptSliderInput.parse({ positive: "very old", negative: "very young" }).steps; // 1000
+ * ```
+ */
+import { z } from "zod";
+import {
+  BlobName,
+  COMMON_TRAINING_FIELDS,
+  FileId,
+  ImageNames,
+  Images,
+  TRAINING_WORK_FIELDS,
+} from "./common.ts";
+import { defineTrainingMethod } from "./entry.ts";
+
+export const CONCEPT_SLIDER_STEPS = 1000;
+
+const FilePair = z.object({ low: FileId, high: FileId, scale: z.number().min(-10).max(10).default(1) })
+  .strict();
+const needsPromptsOrPairs = (v: { kind: string; pairs?: unknown[]; positive?: string }) =>
+  v.kind === "visual" ? (v.pairs?.length ?? 0) > 0 : v.positive !== undefined;
+const promptsOrPairs = {
+  message: "a text slider needs positive (and negative); a visual slider needs pairs",
+  path: ["kind"],
+};
+
+export const ConceptSliderInput = z.object({
+  images: Images.optional(),
+  ...COMMON_TRAINING_FIELDS,
+  steps: COMMON_TRAINING_FIELDS.steps.default(CONCEPT_SLIDER_STEPS),
+  kind: z.enum(["text", "visual"]).default("text"),
+  target: z.string().max(500).default(""),
+  positive: z.string().max(500).optional(),
+  negative: z.string().max(500).optional(),
+  neutral: z.string().max(500).optional(),
+  action: z.enum(["enhance", "erase"]).default("enhance"),
+  guidance_scale: z.number().min(0).max(50).default(4),
+  attributes: z.array(z.string().max(200)).max(64).default([]),
+  pairs: z.array(FilePair).max(64).optional(),
+  rank: z.number().int().min(1).max(256).default(4),
+  alpha: z.number().positive().max(256).default(1),
+  train_method: z.enum(["noxattn", "c3lier", "xattn", "full"]).default("noxattn"),
+}).strict().refine(needsPromptsOrPairs, promptsOrPairs);
+
+/** The leased input: image pairs and images as blob names. */
+export const ConceptSliderWork = z.object({
+  ...ConceptSliderInput.shape,
+  ...TRAINING_WORK_FIELDS,
+  images: ImageNames.optional(),
+  pairs: z.array(FilePair.extend({ low: BlobName, high: BlobName })).max(64).optional(),
+}).strict().refine(needsPromptsOrPairs, promptsOrPairs);
+
+export const conceptSlider = defineTrainingMethod({
+  name: "concept_slider",
+  title: "Concept Sliders (Gandikota et al., ECCV 2024): a LoRA whose scale moves one attribute",
+  input: ConceptSliderInput,
+  work: ConceptSliderWork,
+  defaultSteps: () => CONCEPT_SLIDER_STEPS,
+  prices: { per_step: 6 },
+  adapterKind: "slider",
+});
