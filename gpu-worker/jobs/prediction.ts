@@ -5,7 +5,9 @@
  *
  * Input: `PredictionWork` (shared/prediction.ts, API.md names), parsed once with the lease: `image` and each
  * adapter are resolved to blobs by the edge (see `resolveBlob`). Of the optional features
- * (`PREDICTION_FEATURE_REGISTRY`) it serves img2img; a job asking for another is refused before it is parsed.
+ * (`PREDICTION_FEATURE_REGISTRY`) it serves img2img and regions (each region's prompt, box and LoRA adapters,
+ * through the UNet's regional cross-attention and region noise aggregation); a job asking for another is
+ * refused before it is parsed.
  *
  * @example
  * ```ts
@@ -19,7 +21,8 @@ import type { LeasedPrediction } from "../../shared/worker_protocol.ts";
 import { AdapterError, JobInputError } from "../input_error.ts";
 import { encodePng, resizeBilinear, type RgbImage } from "../image/png.ts";
 import { decodeImage } from "../training/data.ts";
-import type { AdapterUse, StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
+import type { AdapterUse, RegionSpec, StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
+import { regionMasks } from "../pipelines/regions.ts";
 import { type JobContext, type JobResult, resolveBlob } from "./job.ts";
 import { type CustomDiffusionAdapter, weightsAsLora } from "../adapters/custom_diffusion.ts";
 import { mergeCustomDiffusion } from "../methods/custom_diffusion_compose.ts";
@@ -28,7 +31,7 @@ import { mergeCustomDiffusion } from "../methods/custom_diffusion_compose.ts";
  * The optional prediction features this worker serves (it advertises them when it registers); a job using
  * another (sliders, regions, reference_image) is refused rather than its field silently ignored.
  */
-export const SERVED_PREDICTION_FEATURES: readonly PredictionFeature[] = ["img2img"];
+export const SERVED_PREDICTION_FEATURES: readonly PredictionFeature[] = ["img2img", "regions"];
 
 /** A small preview: the image scaled so its longest side is at most `size`, as base64 PNG. */
 export function previewPng(img: RgbImage, size: number): string {
@@ -43,7 +46,11 @@ export function previewPng(img: RgbImage, size: number): string {
 
 /** Adapter module paths must be LoRA slots of the base model (else the adapter would silently do nothing). */
 function checkAdapterFits(pipe: StableDiffusionPipeline, id: string, use: AdapterUse) {
-  const slots = new Set([...pipe.loraModules, ...pipe.textLoraModules].map((m) => m.path));
+  const slots = new Set([
+    ...pipe.loraModules.map((m) => m.path),
+    ...pipe.textLoraModules.map((m) => m.path),
+    ...pipe.servableLoraModules.keys(),
+  ]);
   const foreign = [...use.lora.modules.keys()].filter((p) => !slots.has(p));
   if (foreign.length) {
     throw new AdapterError(
@@ -126,6 +133,7 @@ export async function predict(ctx: JobContext<LeasedPrediction>): Promise<JobRes
     adapters.push(use);
     tokens = concepts.flatMap((c) => c.adapter.tokens);
   }
+  const regions = await regionSpecs(ctx, pipe, input.width, input.height);
   const image = input.image === undefined
     ? undefined
     : decodeImage(await edge.getBlob(resolveBlob(job, input.image, "input.image", "file")), "input.image");
@@ -146,6 +154,7 @@ export async function predict(ctx: JobContext<LeasedPrediction>): Promise<JobRes
     strength: input.strength,
     adapters,
     tokens,
+    regions,
     signal: lease.signal,
     onStep: async ({ step, total, preview }) => {
       const elapsed = (performance.now() - started) / 1000;
@@ -177,4 +186,50 @@ export async function predict(ctx: JobContext<LeasedPrediction>): Promise<JobRes
       unet_evals: result.timings.unetEvals,
     },
   };
+}
+
+/**
+ * The job's regions for the pipeline: boxes checked against the latent grid (a box that covers no latent
+ * pixel is the input's fault), each region's adapters decoded (LoRA only: a Custom Diffusion concept or a full
+ * model changes the whole model, not a region).
+ */
+async function regionSpecs(
+  ctx: JobContext<LeasedPrediction>,
+  pipe: StableDiffusionPipeline,
+  width?: number,
+  height?: number,
+): Promise<RegionSpec[]> {
+  const { job, engine, edge } = ctx;
+  const input = job.input;
+  if (!input.regions.length) return [];
+  const f = pipe.folder;
+  const side = f.unetConfig.sample_size;
+  const h = (height ?? side * f.vaeScaleFactor) / f.vaeScaleFactor;
+  const w = (width ?? side * f.vaeScaleFactor) / f.vaeScaleFactor;
+  try {
+    regionMasks(input.regions, 1, h, w);
+  } catch (e) {
+    throw new JobInputError(`input.${(e as Error).message}`);
+  }
+  const out: RegionSpec[] = [];
+  for (const [i, r] of input.regions.entries()) {
+    const adapters: AdapterUse[] = [];
+    for (const [j, id] of (r.adapters ?? []).entries()) {
+      const where = `input.regions[${i}].adapters[${j}]`;
+      const ref = input.region_adapters.find((a) => a.id === id)?.blob ??
+        resolveBlob(job, id, where, "adapter");
+      const decoded = await engine.adapter(ref, (x) => edge.getBlob(x));
+      if (decoded.kind !== "lora") {
+        throw new JobInputError(
+          `${where}: "${id}" is a ${decoded.kind === "full" ? "full model" : "Custom Diffusion"} adapter; ` +
+            `regions take LoRA adapters (DreamBooth LoRA, sliders) only`,
+        );
+      }
+      const use = { lora: decoded.lora, scale: 1 };
+      checkAdapterFits(pipe, id, use);
+      adapters.push(use);
+    }
+    out.push({ box: r.box, prompt: r.prompt, adapters });
+  }
+  return out;
 }
