@@ -4,23 +4,15 @@
  * (another request's prompt is never split differently because of a request's tokens), and the errors.
  */
 import { assert, assertEquals, assertRejects } from "../testing.ts";
-import { EngineRunner } from "../ort/runner.ts";
-import { StableDiffusionPipeline } from "./stable_diffusion.ts";
+import { withTinyPipeline } from "./testing.ts";
+import type { StableDiffusionPipeline } from "./stable_diffusion.ts";
 import { crossAttentionPaths } from "../models/model_folder.ts";
 import { Rng } from "../random.ts";
 import { Tensor } from "../tensor.ts";
 
-const TINY = new URL("../../models/tiny-shapes", import.meta.url).pathname;
 const O = { steps: 6, guidanceScale: 3, seed: 3 };
 
-async function withPipeline(fn: (p: StableDiffusionPipeline) => Promise<void>) {
-  const runner = new EngineRunner();
-  try {
-    await fn(await StableDiffusionPipeline.load(TINY, runner));
-  } finally {
-    runner.terminate();
-  }
-}
+const withPipeline = withTinyPipeline;
 
 const maxDiff = (a: { rgb: Uint8Array }, b: { rgb: Uint8Array }) =>
   a.rgb.reduce((m, v, i) => Math.max(m, Math.abs(v - b.rgb[i])), 0);

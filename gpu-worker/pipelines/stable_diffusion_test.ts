@@ -1,21 +1,12 @@
 import { assert, assertEquals, assertRejects, assertThrows, relativeError } from "../testing.ts";
-import { EngineRunner } from "../ort/runner.ts";
-import { type LoraWeights, StableDiffusionPipeline } from "./stable_diffusion.ts";
+import { withTinyPipeline } from "./testing.ts";
+import type { LoraWeights, StableDiffusionPipeline } from "./stable_diffusion.ts";
 import { encodePng } from "../image/png.ts";
 import { Rng } from "../random.ts";
 import { renderScene } from "../shapesworld/render.ts";
 import { sampleTrainScene } from "../shapesworld/world.ts";
 
-const TINY = new URL("../../models/tiny-shapes", import.meta.url).pathname;
-
-async function withPipeline(fn: (p: StableDiffusionPipeline) => Promise<void>) {
-  const runner = new EngineRunner();
-  try {
-    await fn(await StableDiffusionPipeline.load(TINY, runner));
-  } finally {
-    runner.terminate();
-  }
-}
+const withPipeline = withTinyPipeline;
 
 function randomLora(p: StableDiffusionPipeline, seed: number, rank = 2): LoraWeights {
   const rng = new Rng(seed);

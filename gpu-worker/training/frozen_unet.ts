@@ -16,8 +16,8 @@
  * const target = xt.map((_, i) => eps[i] + 4 * (eps[n + i] - eps[2 * n + i]));
  * ```
  */
+import { loraSlotFeeds } from "../adapters/lora_feeds.ts";
 import type { LoraModule } from "../models/layers.ts";
-import { loraInputNames } from "../models/layers.ts";
 import { type ModelFolder, unetGraph } from "../models/model_folder.ts";
 import type { EngineRunner, RemoteSession } from "../ort/runner.ts";
 import type { LoraWeights } from "../pipelines/stable_diffusion.ts";
@@ -158,39 +158,7 @@ export class FrozenUNet {
         }
       }
     }
-    const feeds: Record<string, Tensor> = {};
-    for (const m of this.loraModules) {
-      const names = loraInputNames(m.path);
-      const uses = adapters.filter((a) => a.lora.modules.has(m.path));
-      const rank = uses.reduce((r, a) => r + a.lora.modules.get(m.path)!.rank, 0);
-      if (!rank) {
-        feeds[names.down] = Tensor.zeros([1, m.inFeatures]);
-        feeds[names.up] = Tensor.zeros([m.outFeatures, 1]);
-        feeds[names.scale] = Tensor.zeros([1]);
-        continue;
-      }
-      const down = new Float32Array(rank * m.inFeatures), up = new Float32Array(m.outFeatures * rank);
-      const scale = new Float32Array(rank);
-      let r0 = 0;
-      for (const a of uses) {
-        const f = a.lora.modules.get(m.path)!;
-        if (f.down.length !== f.rank * m.inFeatures || f.up.length !== m.outFeatures * f.rank) {
-          throw new RangeError(
-            `adapter "${a.lora.name}" at ${m.path}: expected down [${f.rank}, ${m.inFeatures}] and up [${m.outFeatures}, ${f.rank}]`,
-          );
-        }
-        down.set(f.down, r0 * m.inFeatures);
-        for (let o = 0; o < m.outFeatures; o++) {
-          for (let r = 0; r < f.rank; r++) up[o * rank + r0 + r] = f.up[o * f.rank + r];
-        }
-        scale.fill(a.scale * ((a.lora.alpha ?? f.rank) / f.rank), r0, r0 + f.rank);
-        r0 += f.rank;
-      }
-      feeds[names.down] = Tensor.f32([rank, m.inFeatures], down);
-      feeds[names.up] = Tensor.f32([m.outFeatures, rank], up);
-      feeds[names.scale] = Tensor.f32([rank], scale);
-    }
-    return feeds;
+    return loraSlotFeeds(this.loraModules, adapters, 0, 1);
   }
 
   async release(): Promise<void> {
