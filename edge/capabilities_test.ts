@@ -93,3 +93,21 @@ Deno.test("no worker registered for the model: the job is accepted and waits for
   const again = await t.json("/v1/trainings", training("cidm", { images: [img], library: "pets" }));
   assertEquals(again.status, 501);
 });
+
+Deno.test("GET /v1/models lists what the workers registered for each model serve", async () => {
+  const t = await testEdge();
+  const models = async () =>
+    (await (await t.req("/v1/models")).json()).data as { id: string; capabilities: string[] }[];
+  const before = (await models()).find((m) => m.id === "tiny-shapes")!;
+  assertEquals(
+    before.capabilities,
+    ["txt2img", "img2img"],
+    "the folder's defaults before any worker registers",
+  );
+  await t.worker.register(["tiny-shapes"], ["prediction", "training"], {
+    methods: ["dreambooth"],
+    features: ["img2img", "regions"],
+  });
+  const after = (await models()).find((m) => m.id === "tiny-shapes")!;
+  assertEquals(after.capabilities, ["txt2img", "img2img", "regions", "training:dreambooth"]);
+});

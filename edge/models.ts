@@ -1,6 +1,8 @@
 /**
  * Base models: the diffusers folders of MODELS_DIR, plus any model a registered worker serves. A job names
- * one; the broker only leases it to a worker registered for it.
+ * one; the broker only leases it to a worker registered for it. A model's `capabilities` are what the workers
+ * registered for it serve (`txt2img`, prediction features such as `img2img` and `regions`, `training:<method>`,
+ * `merge:<method>`); before any registers, the folder's defaults (txt2img, img2img).
  *
  * @example
  * ```ts
@@ -56,6 +58,21 @@ export async function availableModels(edge: Edge): Promise<ModelInfo[]> {
         });
       }
     }
+  }
+  // What the workers registered for a model serve, when any is: its jobs are refused otherwise (capabilities.ts).
+  for (const m of models) {
+    const serving = workers.items.map((w) => w.value).filter((w) => w.models.includes(m.id));
+    if (!serving.length) continue;
+    m.capabilities = [
+      ...new Set([
+        ...(serving.some((w) => w.kinds.includes("prediction")) ? ["txt2img"] : []),
+        ...serving.flatMap((w) => w.kinds.includes("prediction") ? w.features ?? [] : []),
+        ...serving.flatMap((w) =>
+          w.kinds.includes("training") ? (w.methods ?? []).map((x) => `training:${x}`) : []
+        ),
+        ...serving.flatMap((w) => w.kinds.includes("merge") ? (w.merges ?? []).map((x) => `merge:${x}`) : []),
+      ]),
+    ];
   }
   return models;
 }

@@ -2,8 +2,9 @@
  * Errors that are the job's fault, not the worker's: the same input would fail again on any worker, so the
  * job layer fails the job at once (`retryable: false`, refunded) instead of retrying it. Code that decodes
  * what a request brought (adapter files, weights, checkpoints) or checks what it asks for throws one of these;
- * the job layer catches the base class. Built-in `RangeError`/`TypeError` stay what the standard library
- * means by them (a wrong value or type in a call), which may just as well be a bug of ours: retried.
+ * the job layer catches the base class. The base class is a `RangeError` (a value the caller gave is outside
+ * what is accepted), so code that catches RangeErrors still catches these; a plain built-in `RangeError` or
+ * `TypeError` is not one of them and may just as well be a bug of ours: retried.
  * ORT-free, so anything (the edge included) can import it.
  *
  * @example
@@ -15,7 +16,7 @@
  */
 
 /** The base class: the input of a job is wrong (what was expected, what came). */
-export class InputError extends Error {
+export class InputError extends RangeError {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = new.target.name;

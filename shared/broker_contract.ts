@@ -102,6 +102,20 @@ export function runBrokerContract({ name, newBroker }: BrokerContractOptions): v
     },
   );
 
+  test(
+    "a job the worker does not serve (its method) stays queued for one that does; the next one is leased",
+    async (b, clock) => {
+      await b.enqueue(job("cidm", { kind: "training", method: "cidm" }));
+      clock.t += 1;
+      await b.enqueue(job("db", { kind: "training", method: "dreambooth" }));
+      const dreamboothOnly = { ...W1, serves: (j: { method: string | null }) => j.method === "dreambooth" };
+      assertEquals((await b.lease(dreamboothOnly))?.id, "db");
+      assertEquals(await b.lease(dreamboothOnly), null);
+      assertEquals((await b.get("cidm"))?.state, "queued");
+      assertEquals((await b.lease(W2))?.id, "cidm", "a worker serving everything takes it");
+    },
+  );
+
   test("complete settles once; repeating it is harmless; a stale lease cannot complete", async (b) => {
     await b.enqueue(job("p1"));
     const leased = (await b.lease(W1))!;

@@ -98,7 +98,16 @@ export interface WorkerFilter {
   workerId: string;
   models: readonly string[];
   kinds: readonly JobKind[];
+  /**
+   * Whether the worker can run a job of its models and kinds (its training method, the prediction features it
+   * uses); absent: every one. A job it cannot run stays queued for another worker instead of being leased
+   * and failed. Brokers look this far down each queue for one it accepts.
+   */
+  serves?: (job: JobRecord) => boolean;
 }
+
+/** How many queued jobs of one base model and kind a lease looks at for one the worker serves. */
+export const LEASE_SCAN = 64;
 
 export interface HeartbeatUpdate {
   progress?: JobProgress;

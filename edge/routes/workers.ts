@@ -18,6 +18,7 @@ import {
   type TrainingMethod,
 } from "../../shared/methods.ts";
 import { type JobRecord, StaleLeaseError } from "../../shared/job_broker.ts";
+import { predictionFeatures } from "../../shared/methods.ts";
 import {
   BlobRef,
   CompleteRequest,
@@ -226,7 +227,12 @@ export function workerRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
       throw new ApiProblem(404, "unknown-worker", "Unknown worker", `no worker ${workerId}; register again`);
     }
     for (const j of await edge.broker.reap()) announce(edge, null, j);
-    const job = await edge.broker.lease({ workerId, models: worker.models, kinds: worker.kinds });
+    const job = await edge.broker.lease({
+      workerId,
+      models: worker.models,
+      kinds: worker.kinds,
+      serves: (j) => servesJob(worker, j),
+    });
     if (!job) return c.body(null, 204);
     announce(edge, null, job);
     // The work was built for this kind and method when the job was accepted (typed by `LeasedJob`'s schemas);
@@ -354,4 +360,17 @@ export function workerRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
       "content-length": String(bytes.byteLength),
     });
   });
+}
+
+/**
+ * Whether a worker can run a job (its training or merge method, every prediction feature it uses), from what
+ * it registered with; a record without the lists (registered before workers advertised them) serves all.
+ */
+export function servesJob(worker: WorkerRecord, job: JobRecord): boolean {
+  if (job.kind === "training") {
+    return !worker.methods || (worker.methods as string[]).includes(job.method ?? "");
+  }
+  if (job.kind === "merge") return !worker.merges || (worker.merges as string[]).includes(job.method ?? "");
+  const features = worker.features;
+  return !features || predictionFeatures(job.work.input).every((f) => features.includes(f));
 }

@@ -13,6 +13,7 @@
  * const lora = decodeLora(bytes, "rex.safetensors");
  * ```
  */
+import { AdapterError } from "../input_error.ts";
 import { readSafetensors, writeSafetensors } from "../models/safetensors.ts";
 import type { LoraWeights } from "../pipelines/stable_diffusion.ts";
 import { loraFactorShapes } from "../models/layers.ts";
@@ -83,17 +84,17 @@ export function decodeLora(bytes: Uint8Array, source: string): LoraAdapter {
       path = m[2];
       upKey = [`${prefix}${path}.lora_B.weight`, `${prefix}${path}.lora.up.weight`].find((k) => f.has(k));
     } else continue;
-    if (!upKey) throw new RangeError(`${source}: "${key}" has no matching up/lora_B tensor`);
+    if (!upKey) throw new AdapterError(`${source}: "${key}" has no matching up/lora_B tensor`);
     const d = f.entry(key).shape, u = f.entry(upKey).shape;
     const conv = d.length === 4 && u.length === 4 && d[2] === d[3] && u[2] === 1 && u[3] === 1;
     if (!(conv || (d.length === 2 && u.length === 2)) || d[0] !== u[1]) {
-      throw new RangeError(
+      throw new AdapterError(
         `${source}: "${key}" [${d}] and "${upKey}" [${u}] are not a rank-r pair ([r, in] and [out, r], or ` +
           `[r, in, k, k] and [out, r, 1, 1] for a convolution)`,
       );
     }
     if (rank && d[0] !== rank) {
-      throw new RangeError(`${source}: "${key}" has rank ${d[0]}, others have ${rank}`);
+      throw new AdapterError(`${source}: "${key}" has rank ${d[0]}, others have ${rank}`);
     }
     rank = d[0];
     modules.set(path, {
@@ -105,7 +106,7 @@ export function decodeLora(bytes: Uint8Array, source: string): LoraAdapter {
     });
   }
   if (!modules.size) {
-    throw new RangeError(
+    throw new AdapterError(
       `${source}: no LoRA tensors (expected keys like unet.<module>.lora_A.weight or lora_unet_<module>.lora_down.weight)`,
     );
   }

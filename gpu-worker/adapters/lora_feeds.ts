@@ -8,6 +8,7 @@
  * const feeds = loraSlotFeeds(pipe.loraModules, [{ lora, scale: 0.8 }], 0, 20);
  * ```
  */
+import { AdapterError } from "../input_error.ts";
 import { loraInputNames, type LoraModule } from "../models/layers.ts";
 import { loraRegionInput } from "../models/conditioning.ts";
 import { Tensor } from "../tensor.ts";
@@ -45,7 +46,7 @@ export function loraSlotFeeds(
     for (const a of uses) {
       const w = a.lora.modules.get(m.path)!;
       if (w.down.length !== w.rank * m.inFeatures || w.up.length !== m.outFeatures * w.rank) {
-        throw new RangeError(
+        throw new AdapterError(
           `adapter "${a.lora.name}" at ${m.path}: expected down [${w.rank}, ${m.inFeatures}] and up [${m.outFeatures}, ${w.rank}]`,
         );
       }
@@ -55,7 +56,7 @@ export function loraSlotFeeds(
       }
       const s = typeof a.scale === "function" ? a.scale(step, total, m.path) : a.scale;
       if (!Number.isFinite(s)) {
-        throw new RangeError(
+        throw new AdapterError(
           `adapter "${a.lora.name}": scale at ${m.path}, step ${step} is ${s}, not a number`,
         );
       }

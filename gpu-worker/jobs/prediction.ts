@@ -60,22 +60,6 @@ function checkAdapterFits(pipe: StableDiffusionPipeline, id: string, use: Adapte
   }
 }
 
-/**
- * The pipeline's size rule (a multiple of the latent downsampling, 16..4096), checked here so that a size it
- * would refuse fails the job as the input's fault (the pipeline's own check throws a plain RangeError).
- */
-function checkImageSize(pipe: StableDiffusionPipeline, width?: number, height?: number): void {
-  const f = pipe.folder;
-  const multiple = f.vaeScaleFactor * 2 ** (f.unetConfig.block_out_channels.length - 1);
-  for (const [k, v] of [["width", width], ["height", height]] as const) {
-    if (v !== undefined && (v < multiple || v % multiple !== 0 || v > 4096)) {
-      throw new JobInputError(
-        `${k} must be a multiple of ${multiple} between ${multiple} and 4096, got ${v}`,
-      );
-    }
-  }
-}
-
 export async function predict(ctx: JobContext<LeasedPrediction>): Promise<JobResult> {
   const { job, lease, edge, engine, settings } = ctx;
   const input = job.input;
@@ -93,7 +77,6 @@ export async function predict(ctx: JobContext<LeasedPrediction>): Promise<JobRes
   const pipe = fullModel?.kind === "full"
     ? await engine.finetunedPipeline(job.baseModel, fullModel)
     : await engine.pipeline(job.baseModel);
-  checkImageSize(pipe, input.width, input.height);
   const adapters: AdapterUse[] = [];
   const concepts: { id: string; adapter: CustomDiffusionAdapter; sha256: string; scale: number }[] = [];
   for (const { decoded, ...a } of decodedAdapters) {

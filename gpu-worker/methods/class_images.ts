@@ -18,6 +18,7 @@
  * await cache.release();
  * ```
  */
+import { JobInputError } from "../input_error.ts";
 import type { EngineRunner } from "../ort/runner.ts";
 import { StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
 import { loadModelFolder, type ModelFolder } from "../models/model_folder.ts";
@@ -137,14 +138,14 @@ export class ClassImageCache {
 
   /** Opens (creating) the cache folder of this model, prompt and sampling. */
   static async open(runner: EngineRunner, o: ClassImageCacheOptions): Promise<ClassImageCache> {
-    if (!o.prompt.trim()) throw new RangeError("class images need a class prompt, got an empty one");
+    if (!o.prompt.trim()) throw new JobInputError("class images need a class prompt, got an empty one");
     if (!(Number.isInteger(o.sampling.steps) && o.sampling.steps >= 1 && o.sampling.steps <= 500)) {
-      throw new RangeError(
+      throw new JobInputError(
         `class image sampling steps must be an integer in 1..500, got ${o.sampling.steps}`,
       );
     }
     if (!(o.sampling.guidanceScale >= 0 && o.sampling.guidanceScale <= 50)) {
-      throw new RangeError(`class image guidance scale must be in 0..50, got ${o.sampling.guidanceScale}`);
+      throw new JobInputError(`class image guidance scale must be in 0..50, got ${o.sampling.guidanceScale}`);
     }
     const folder = typeof o.model === "string" ? await loadModelFolder(o.model) : o.model;
     const key = await classImageKey(folder, o.prompt, o.sampling);
@@ -217,7 +218,7 @@ export class ClassImageCache {
    */
   async ensure(count: number): Promise<{ generated: number; reused: number }> {
     if (!(Number.isInteger(count) && count >= 0)) {
-      throw new RangeError(`class image count must be a non-negative integer, got ${count}`);
+      throw new JobInputError(`class image count must be a non-negative integer, got ${count}`);
     }
     const have = new Set(await this.cachedIndices());
     let generated = 0;

@@ -25,6 +25,7 @@
  * const a = decodeCustomDiffusion(await Deno.readFile(r.adapterFile), "cat");
  * ```
  */
+import { JobInputError } from "../input_error.ts";
 import { z } from "zod";
 import type { EngineRunner } from "../ort/runner.ts";
 import {
@@ -179,12 +180,12 @@ export function resolveCustomDiffusionConfig(
   folder: ModelFolder,
 ): ResolvedCustomDiffusionConfig {
   const c = CustomDiffusionConfig.strict().parse(input);
-  if (!concepts.length) throw new RangeError("Custom Diffusion needs at least one concept, got none");
+  if (!concepts.length) throw new JobInputError("Custom Diffusion needs at least one concept, got none");
   const facts = baseModelFacts(folder);
   const scale = facts.unetParameters < TINY_UNET_PARAMETERS ? "tiny" : "sd";
   const d = CUSTOM_DIFFUSION_SCALE_DEFAULTS[scale];
   if (c.resolution !== undefined && c.resolution !== facts.resolution) {
-    throw new RangeError(`resolution ${c.resolution}: this base model trains at ${facts.resolution}`);
+    throw new JobInputError(`resolution ${c.resolution}: this base model trains at ${facts.resolution}`);
   }
   const tok = folder.tokenizer;
   const base = folder.textConfig.vocab_size;
@@ -192,18 +193,18 @@ export function resolveCustomDiffusionConfig(
   const resolved = concepts.map((k, i): ResolvedConcept => {
     const where = concepts.length > 1 ? `concepts[${i}].` : "";
     const token = k.modifier_token;
-    if (seen.has(token)) throw new RangeError(`${where}modifier_token "${token}" is used by two concepts`);
+    if (seen.has(token)) throw new JobInputError(`${where}modifier_token "${token}" is used by two concepts`);
     seen.add(token);
     const ids = tok.encode(token);
     if (ids.length === 1 && ids[0] < base) {
-      throw new RangeError(
+      throw new JobInputError(
         `${where}modifier_token "${token}" is already a word of the base vocabulary; pick a new one`,
       );
     }
     const init = k.initializer_token ?? c.initializer_token;
     const initIds = tok.encode(init);
     if (initIds.length !== 1 || initIds[0] >= base) {
-      throw new RangeError(
+      throw new JobInputError(
         `${where}initializer_token "${init}" must be one token of the base vocabulary; it is ${initIds.length} tokens`,
       );
     }
@@ -224,7 +225,7 @@ export function resolveCustomDiffusionConfig(
   if (prior) {
     const missing = resolved.findIndex((k, i) => !k.class_word && !(concepts[i].regularization?.length));
     if (missing >= 0) {
-      throw new RangeError(
+      throw new JobInputError(
         `with_prior_preservation needs a class word (or regularization images) for concept ${missing}`,
       );
     }
@@ -310,7 +311,7 @@ export async function customDiffusion(
 ): Promise<CustomDiffusionResult> {
   CustomDiffusionConfig.strict().parse(o.config);
   for (const [i, k] of o.concepts.entries()) {
-    if (!k.images.length) throw new RangeError(`concept ${i} ("${k.modifier_token}") has no images`);
+    if (!k.images.length) throw new JobInputError(`concept ${i} ("${k.modifier_token}") has no images`);
   }
   const folder = await loadModelFolder(o.model);
   const cfg = resolveCustomDiffusionConfig(o.config, o.concepts, folder);
@@ -333,7 +334,7 @@ export async function customDiffusion(
   const ids = folder.tokenizer.addTokens(cfg.concepts.map((k) => k.modifier_token));
   ids.forEach((id, k) => {
     if (id !== base + k) {
-      throw new RangeError(
+      throw new JobInputError(
         `the tokenizer already has added tokens (got id ${id} for "${cfg.concepts[k].modifier_token}", ` +
           `expected ${base + k}); use a base model folder without added tokens`,
       );

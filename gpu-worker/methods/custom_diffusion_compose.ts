@@ -24,6 +24,7 @@
  *   adapters: [{ lora: weightsAsLora("merged", adapter.layers, pipe.folder.weights.unet), scale: 1 }] });
  * ```
  */
+import { JobInputError } from "../input_error.ts";
 import type { StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
 import {
   baseLinearWeight,
@@ -120,7 +121,7 @@ export async function targetFeatures(
   prompts.forEach((p, i) => {
     const ids = tok.encode(p).slice(0, L - 2);
     const first = ids.findIndex((id) => modifierIds.has(id));
-    if (first < 0) throw new RangeError(`target prompt "${p}" has none of the modifier tokens`);
+    if (first < 0) throw new JobInputError(`target prompt "${p}" has none of the modifier tokens`);
     const span = o.span ?? "words";
     // Positions: BOS is 0, word k is k + 1.
     const from = span === "sequence" ? 0 : first + 1;
@@ -163,11 +164,11 @@ function regularizationFactor(
 function checkDistinctTokens(adapters: CustomDiffusionAdapter[]) {
   const seen = new Map<string, string>();
   for (const a of adapters) {
-    if (!a.tokens.length) throw new RangeError(`adapter "${a.name}" has no modifier token to merge by`);
+    if (!a.tokens.length) throw new JobInputError(`adapter "${a.name}" has no modifier token to merge by`);
     for (const t of a.tokens) {
       const other = seen.get(t.token);
       if (other !== undefined) {
-        throw new RangeError(
+        throw new JobInputError(
           `adapters "${other}" and "${a.name}" both use the token ${t.token}; retrain one with another modifier_token`,
         );
       }
@@ -241,7 +242,9 @@ export async function mergeCustomDiffusion(
   o: { captions?: string[]; name?: string; mode?: MergeMode; lambda?: number } = {},
 ): Promise<{ adapter: CustomDiffusionAdapter; stats: ComposeStats }> {
   const t0 = performance.now();
-  if (adapters.length < 2) throw new RangeError(`a merge needs at least 2 adapters, got ${adapters.length}`);
+  if (adapters.length < 2) {
+    throw new JobInputError(`a merge needs at least 2 adapters, got ${adapters.length}`);
+  }
   checkDistinctTokens(adapters);
   const captions = o.captions ?? await mergeCaptions(pipe.folder.dir);
   const regularization = await regularizationFactor(pipe, captions);

@@ -25,6 +25,7 @@
  * await pipe.generate({ prompt: `a ${token} star, blue background`, adapters: [{ lora, scale: 1 }] });
  * ```
  */
+import { JobInputError } from "../input_error.ts";
 import { z } from "zod";
 import type { EngineRunner } from "../ort/runner.ts";
 import {
@@ -174,10 +175,12 @@ export function resolveDreamBoothConfig(
   const classWord = c.class_word.trim();
   const prior = c.with_prior_preservation ?? classWord !== "";
   if (prior && !classWord) {
-    throw new RangeError(`with_prior_preservation needs class_word (the class prompt is "a {class_word}")`);
+    throw new JobInputError(
+      `with_prior_preservation needs class_word (the class prompt is "a {class_word}")`,
+    );
   }
   if (c.resolution !== undefined && c.resolution !== model.resolution) {
-    throw new RangeError(`resolution ${c.resolution}: this base model trains at ${model.resolution}`);
+    throw new JobInputError(`resolution ${c.resolution}: this base model trains at ${model.resolution}`);
   }
   const scale = model.unetParameters < TINY_UNET_PARAMETERS ? "tiny" : "sd";
   const d = DREAMBOOTH_SCALE_DEFAULTS[scale];
@@ -236,10 +239,10 @@ export function priorPreservationBatch(
   priorLossWeight: number,
 ): PlannedExample[] {
   if (!(Number.isInteger(instanceCount) && instanceCount >= 1)) {
-    throw new RangeError(`instanceCount must be a positive integer, got ${instanceCount}`);
+    throw new JobInputError(`instanceCount must be a positive integer, got ${instanceCount}`);
   }
   if (!(Number.isInteger(classCount) && classCount >= 0)) {
-    throw new RangeError(`classCount must be a non-negative integer, got ${classCount}`);
+    throw new JobInputError(`classCount must be a non-negative integer, got ${classCount}`);
   }
   const prior = classCount > 0;
   const instances = indices.map((k): PlannedExample => ({
@@ -284,10 +287,10 @@ const LATENT_CACHE_ENTRIES = 4096;
 export async function dreamBooth(runner: EngineRunner, o: DreamBoothOptions): Promise<DreamBoothResult> {
   DreamBoothConfig.strict().parse(o.config); // field errors before any loading
   if (o.checkpointEvery !== undefined && !(Number.isInteger(o.checkpointEvery) && o.checkpointEvery >= 1)) {
-    throw new RangeError(`checkpointEvery must be a positive integer, got ${o.checkpointEvery}`);
+    throw new JobInputError(`checkpointEvery must be a positive integer, got ${o.checkpointEvery}`);
   }
   const loaded = typeof o.images === "string" ? await loadImageFolder(o.images) : o.images;
-  if (!loaded.length) throw new RangeError("DreamBooth needs at least one instance image, got none");
+  if (!loaded.length) throw new JobInputError("DreamBooth needs at least one instance image, got none");
   const folder = await loadModelFolder(o.model);
   const cfg = resolveDreamBoothConfig(o.config, baseModelFacts(folder));
   const log = o.onLog ?? (() => {});

@@ -8,6 +8,7 @@
  * const masks = regionMasks([{ box: [0, 0, 0.5, 1] }, { box: [0.5, 0, 1, 1] }], 2, 16, 16); // [2, 2, 16, 16]
  * ```
  */
+import { JobInputError } from "../input_error.ts";
 import { Tensor } from "../tensor.ts";
 
 /** Most regions one request may have. */
@@ -27,7 +28,7 @@ function coverage(i: number, n: number, lo: number, hi: number, feather: number)
 /** Checks the regions' boxes and feathers; RangeError with the region's index and what was expected. */
 export function checkRegions(regions: readonly { box: readonly number[]; feather?: number }[]): void {
   if (regions.length > MAX_REGIONS) {
-    throw new RangeError(`at most ${MAX_REGIONS} regions, got ${regions.length}`);
+    throw new JobInputError(`at most ${MAX_REGIONS} regions, got ${regions.length}`);
   }
   regions.forEach((r, i) => {
     const b = r.box;
@@ -35,7 +36,7 @@ export function checkRegions(regions: readonly { box: readonly number[]; feather
       !Array.isArray(b) || b.length !== 4 || !b.every((x) => Number.isFinite(x) && x >= 0 && x <= 1) ||
       !(b[0] < b[2] && b[1] < b[3])
     ) {
-      throw new RangeError(
+      throw new JobInputError(
         `regions[${i}].box must be [x0, y0, x1, y1] in 0..1 with x0 < x1 and y0 < y1, got ${
           JSON.stringify(b)
         }`,
@@ -43,7 +44,7 @@ export function checkRegions(regions: readonly { box: readonly number[]; feather
     }
     const f = r.feather ?? 0;
     if (!(Number.isFinite(f) && f >= 0 && f <= 0.5)) {
-      throw new RangeError(`regions[${i}].feather must be in 0..0.5, got ${f}`);
+      throw new JobInputError(`regions[${i}].feather must be in 0..0.5, got ${f}`);
     }
   });
 }
@@ -66,7 +67,7 @@ export function regionMasks(
       for (let x = 0; x < w; x++) plane[y * w + x] = cy * coverage(x, w, x0, x1, f);
     }
     if (!plane.some((v) => v > 0)) {
-      throw new RangeError(
+      throw new JobInputError(
         `regions[${k}].box ${
           JSON.stringify(r.box)
         } covers no latent pixel centre at ${w}x${h}; make it larger`,

@@ -15,6 +15,7 @@
  * const { images } = await pipe.generate({ prompt: "a red circle", seed: 1, steps: 20 });
  * ```
  */
+import { JobInputError } from "../input_error.ts";
 import type { EngineRunner, RemoteSession } from "../ort/runner.ts";
 import type { ExecutionProvider } from "../ort/session.ts";
 import type { GraphBuilder } from "../graph/builder.ts";
@@ -297,15 +298,15 @@ export class StableDiffusionPipeline {
     const seen = new Set<string>();
     tokens.forEach(({ token, embedding }) => {
       if (seen.has(token)) {
-        throw new RangeError(`token "${token}" is given twice; each new token needs one embedding`);
+        throw new JobInputError(`token "${token}" is given twice; each new token needs one embedding`);
       }
       seen.add(token);
       if (embedding.length !== D) {
-        throw new RangeError(`embedding of "${token}" has ${embedding.length} values, expected ${D}`);
+        throw new JobInputError(`embedding of "${token}" has ${embedding.length} values, expected ${D}`);
       }
       const existing = this.folder.tokenizer.encode(token);
       if (existing.length === 1 && existing[0] < base) {
-        throw new RangeError(
+        throw new JobInputError(
           `"${token}" is already in the base vocabulary (id ${existing[0]}); pick a new token`,
         );
       }
@@ -318,7 +319,7 @@ export class StableDiffusionPipeline {
     const file = this.folder.weights.text_encoder;
     const prefix = textEncoderPrefix(this.folder);
     if (!(Number.isInteger(id) && id >= 0 && id < this.folder.textConfig.vocab_size)) {
-      throw new RangeError(
+      throw new JobInputError(
         `token id ${id} is outside the base vocabulary (0..${this.folder.textConfig.vocab_size - 1})`,
       );
     }
@@ -359,33 +360,35 @@ export class StableDiffusionPipeline {
     const width = o.width ?? def, height = o.height ?? def;
     for (const [k, v] of [["width", width], ["height", height]] as const) {
       if (!Number.isInteger(v) || v < multiple || v % multiple !== 0 || v > 4096) {
-        throw new RangeError(`${k} must be a multiple of ${multiple} between ${multiple} and 4096, got ${v}`);
+        throw new JobInputError(
+          `${k} must be a multiple of ${multiple} between ${multiple} and 4096, got ${v}`,
+        );
       }
     }
     const n = o.n ?? 1;
     if (!Number.isInteger(n) || n < 1 || n > 16) {
-      throw new RangeError(`n must be an integer in 1..16, got ${n}`);
+      throw new JobInputError(`n must be an integer in 1..16, got ${n}`);
     }
     const steps = o.steps ?? 20;
     if (!Number.isInteger(steps) || steps < 1 || steps > 500) {
-      throw new RangeError(`steps must be an integer in 1..500, got ${steps}`);
+      throw new JobInputError(`steps must be an integer in 1..500, got ${steps}`);
     }
     const guidance = o.guidanceScale ?? 7.5;
     if (!Number.isFinite(guidance) || guidance < 0 || guidance > 50) {
-      throw new RangeError(`guidanceScale must be in 0..50, got ${guidance}`);
+      throw new JobInputError(`guidanceScale must be in 0..50, got ${guidance}`);
     }
     const guidanceRescale = o.guidanceRescale ?? 0;
     if (!Number.isFinite(guidanceRescale) || guidanceRescale < 0 || guidanceRescale > 1) {
-      throw new RangeError(`guidanceRescale must be in 0..1, got ${guidanceRescale}`);
+      throw new JobInputError(`guidanceRescale must be in 0..1, got ${guidanceRescale}`);
     }
     const strength = o.strength ?? 0.8;
     if (o.image && !(strength > 0 && strength <= 1)) {
-      throw new RangeError(`strength must be in (0, 1], got ${strength}`);
+      throw new JobInputError(`strength must be in (0, 1], got ${strength}`);
     }
     if (o.regions) checkRegions(o.regions);
     const seed = o.seed ?? Math.floor(Math.random() * 2 ** 31);
     if (!Number.isSafeInteger(seed) || seed < 0) {
-      throw new RangeError(`seed must be a non-negative integer, got ${seed}`);
+      throw new JobInputError(`seed must be a non-negative integer, got ${seed}`);
     }
     return { width, height, n, steps, guidance, guidanceRescale, strength, seed };
   }
@@ -411,13 +414,13 @@ export class StableDiffusionPipeline {
         if (plain.has(path) || text.has(path)) continue;
         const m = this.servableLoraModules.get(path);
         if (!m) {
-          throw new RangeError(
+          throw new JobInputError(
             `adapter "${a.lora.name}" targets ${path}, which is not a linear or convolution of this model's ` +
               `UNet or a LoRA slot of its text encoder`,
           );
         }
         if (w.down.length !== w.rank * m.inFeatures) {
-          throw new RangeError(
+          throw new JobInputError(
             `adapter "${a.lora.name}" at ${path}: down has ${w.down.length} values, expected ${w.rank} x ${m.inFeatures}`,
           );
         }
@@ -439,14 +442,14 @@ export class StableDiffusionPipeline {
     if (o.promptEmbeds) cond = expandContext(o.promptEmbeds, n, D, "promptEmbeds");
     else if (o.prompt !== undefined) {
       cond = await this.encodePrompt(Array(n).fill(o.prompt), o.tokens, adapters);
-    } else throw new RangeError("give prompt or promptEmbeds");
+    } else throw new JobInputError("give prompt or promptEmbeds");
     let uncond: Tensor | null = null;
     if (cfg) {
       const L = cond.dims[1];
       if (o.negativePromptEmbeds) {
         uncond = expandContext(o.negativePromptEmbeds, n, D, "negativePromptEmbeds");
         if (uncond.dims[1] !== L) {
-          throw new RangeError(
+          throw new JobInputError(
             `negativePromptEmbeds has length ${uncond.dims[1]}, expected the prompt context's ${L}`,
           );
         }
@@ -487,7 +490,7 @@ export class StableDiffusionPipeline {
     const regionContexts: Tensor[] = [];
     for (const [path, t] of blockEntries) {
       if (!paths.includes(path)) {
-        throw new RangeError(
+        throw new JobInputError(
           `blockContexts: "${path}" is not a cross-attention module of this UNet (e.g. ${paths[0]})`,
         );
       }
@@ -508,9 +511,11 @@ export class StableDiffusionPipeline {
             ...(o.adapters ?? []),
             ...(r.adapters ?? []),
           ]);
-        } else throw new RangeError(`${where}: give prompt or promptEmbeds`);
+        } else throw new JobInputError(`${where}: give prompt or promptEmbeds`);
         if (c.dims[1] !== L) {
-          throw new RangeError(`${where}: context length ${c.dims[1]}, expected the global context's ${L}`);
+          throw new JobInputError(
+            `${where}: context length ${c.dims[1]}, expected the global context's ${L}`,
+          );
         }
         // The unconditional half sees the unconditional context in every region: guidance stays as without.
         contexts.push(uncond ? concatBatch(uncond, c) : c);
@@ -522,7 +527,7 @@ export class StableDiffusionPipeline {
       if (conditioning.perBlockContext) {
         for (const p of paths) {
           if (condFeeds[blockContextInput(p)].dims[1] !== L) {
-            throw new RangeError(
+            throw new JobInputError(
               `blockContexts["${p}"] must have the regions' context length ${L} to mix with them`,
             );
           }
@@ -649,9 +654,9 @@ type RegionalUse = AdapterUse & { region?: number };
 function expandContext(t: Tensor, n: number, D: number, what: string): Tensor {
   const d = t.dims;
   if (d.length !== 3 || d[2] !== D || !(d[0] === 1 || d[0] === n) || d[1] < 1) {
-    throw new RangeError(`${what} must be [1 or ${n}, length, ${D}], got [${d.join(", ")}]`);
+    throw new JobInputError(`${what} must be [1 or ${n}, length, ${D}], got [${d.join(", ")}]`);
   }
-  if (t.f.some((x) => !Number.isFinite(x))) throw new RangeError(`${what} holds a non-finite value`);
+  if (t.f.some((x) => !Number.isFinite(x))) throw new JobInputError(`${what} holds a non-finite value`);
   if (d[0] === n) return t;
   return concatBatch(...Array(n).fill(t));
 }

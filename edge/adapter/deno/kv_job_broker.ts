@@ -29,6 +29,7 @@ import {
   type HeartbeatUpdate,
   type JobBroker,
   type JobRecord,
+  LEASE_SCAN,
   type LedgerRecord,
   type NewJob,
   type Page,
@@ -354,11 +355,15 @@ export class KvJobBroker implements JobBroker {
       let best: StoredJob | null = null;
       for (const model of worker.models) {
         for (const kind of worker.kinds) {
-          for await (const e of this.kv.list<string>({ prefix: ["ready", model, kind] }, { limit: 1 })) {
+          // The queue's first job the worker serves (most workers serve all: the head).
+          const limit = worker.serves ? LEASE_SCAN : 1;
+          for await (const e of this.kv.list<string>({ prefix: ["ready", model, kind] }, { limit })) {
             const j = (await this.kv.get<StoredJob>(["job", e.value])).value;
-            if (j && j.availableAt <= now && (!best || readyOrder(j as JobRecord, best as JobRecord) < 0)) {
+            if (!j || !(worker.serves?.(j as JobRecord) ?? true)) continue;
+            if (j.availableAt <= now && (!best || readyOrder(j as JobRecord, best as JobRecord) < 0)) {
               best = j;
             }
+            break;
           }
         }
       }
