@@ -19,6 +19,9 @@ export const SCHEDULERS = ["ddim", "ddpm", "euler", "euler_a", "dpmpp_2m"] as co
 
 const Scale = z.number().min(-10).max(10);
 
+/** Most regions one prediction may have (each costs a UNet evaluation per step). */
+export const MAX_REGIONS = 8;
+
 export const PredictionInput = z.object({
   prompt: z.string().max(2000),
   negative_prompt: z.string().max(2000).default(""),
@@ -47,7 +50,7 @@ export const PredictionInput = z.object({
       }),
     prompt: z.string().max(2000),
     adapters: z.array(z.string()).max(16).optional(),
-  })).max(16).default([]),
+  })).max(MAX_REGIONS).default([]),
 }).strict();
 export type PredictionInput = z.infer<typeof PredictionInput>;
 

@@ -10,9 +10,9 @@
  */
 import { JobInputError } from "../input_error.ts";
 import { Tensor } from "../tensor.ts";
+import { MAX_REGIONS } from "../../shared/prediction.ts";
 
-/** Most regions one request may have. */
-export const MAX_REGIONS = 8;
+export { MAX_REGIONS };
 
 /**
  * Coverage of latent cell i (of n) by [lo, hi] along one axis: 1 inside, 0 outside, judged at the cell's
