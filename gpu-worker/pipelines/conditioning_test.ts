@@ -5,7 +5,6 @@
  */
 import { assert, assertEquals, assertRejects } from "../testing.ts";
 import { withTinyPipeline } from "./testing.ts";
-import type { StableDiffusionPipeline } from "./stable_diffusion.ts";
 import { crossAttentionPaths } from "../models/model_folder.ts";
 import { Rng } from "../random.ts";
 import { Tensor } from "../tensor.ts";
