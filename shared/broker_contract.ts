@@ -108,7 +108,11 @@ export function runBrokerContract({ name, newBroker }: BrokerContractOptions): v
       await b.enqueue(job("cidm", { kind: "training", method: "cidm" }));
       clock.t += 1;
       await b.enqueue(job("db", { kind: "training", method: "dreambooth" }));
-      const dreamboothOnly = { ...W1, serves: (j: { method: string | null }) => j.method === "dreambooth" };
+      // The predicate sees the whole record (its work's input too: a prediction's features).
+      const dreamboothOnly = {
+        ...W1,
+        serves: (j: JobRecord) => j.method === "dreambooth" && j.work.input.prompt === "a red circle",
+      };
       assertEquals((await b.lease(dreamboothOnly))?.id, "db");
       assertEquals(await b.lease(dreamboothOnly), null);
       assertEquals((await b.get("cidm"))?.state, "queued");

@@ -76,7 +76,7 @@ export function newJobRecord(job: NewJob, now: number, o: ResolvedBrokerOptions)
 
 export function canLease(job: JobRecord, worker: WorkerFilter, now: number): boolean {
   return job.state === "queued" && job.availableAt <= now && worker.models.includes(job.baseModel) &&
-    worker.kinds.includes(job.kind) && (worker.serves?.(job) ?? true);
+    worker.kinds.includes(job.kind);
 }
 
 export function leaseJob(

@@ -359,7 +359,7 @@ export class KvJobBroker implements JobBroker {
           const limit = worker.serves ? LEASE_SCAN : 1;
           for await (const e of this.kv.list<string>({ prefix: ["ready", model, kind] }, { limit })) {
             const j = (await this.kv.get<StoredJob>(["job", e.value])).value;
-            if (!j || !(worker.serves?.(j as JobRecord) ?? true)) continue;
+            if (!j || (worker.serves && !worker.serves(await this.#full(j)))) continue;
             if (j.availableAt <= now && (!best || readyOrder(j as JobRecord, best as JobRecord) < 0)) {
               best = j;
             }

@@ -148,7 +148,9 @@ export class MemoryJobBroker implements JobBroker {
   async lease(worker: WorkerFilter): Promise<JobRecord | null> {
     await this.reap();
     const now = this.#o.now();
-    const next = [...this.#jobs.values()].filter((j) => canLease(j, worker, now)).sort(readyOrder)[0];
+    const next = [...this.#jobs.values()]
+      .filter((j) => canLease(j, worker, now) && (worker.serves?.(j) ?? true))
+      .sort(readyOrder)[0];
     if (!next) return null;
     return this.#apply({ job: leaseJob(next, worker, now, this.#o) });
   }
