@@ -402,17 +402,24 @@ Deno.test("bad input fails at once and is not retried; the worker goes on to the
       input: { prompt: "x", steps: 2, adapters: [{ id: "adp_x" }] },
     });
     const foreign = randomLora(pipe, 1);
-    foreign.modules = new Map([["mid_block.attentions.0.proj_in", [...foreign.modules.values()][0]]]);
+    foreign.modules = new Map([[
+      "mid_block.attentions.0.transformer_blocks.7.attn1.to_q",
+      [...foreign.modules.values()][0],
+    ]]);
     const wrongModel = edge.enqueue({
       kind: "prediction",
       input: { prompt: "x", steps: 2, adapters: [{ id: "adp_f" }] },
       blobs: { "adapter:adp_f": await edge.putBlob(encodeLora(foreign)) },
     });
-    const sliders = edge.enqueue({
+    const reference = edge.enqueue({
       kind: "prediction",
-      input: { prompt: "x", sliders: [{ id: "s", scale: 1 }] },
+      input: { prompt: "x", reference_image: "f" },
     });
-    const method = edge.enqueue({ kind: "training", method: "concept_slider", input: { images: ["f"] } });
+    const method = edge.enqueue({
+      kind: "training",
+      method: "cidm",
+      input: { images: ["f"], library: "pets" },
+    });
     const mergeMethod = edge.enqueue({
       kind: "merge",
       method: "linear",
@@ -429,8 +436,8 @@ Deno.test("bad input fails at once and is not retried; the worker goes on to the
       [width, "width must be a multiple of 16 between 16 and 4096, got 30"],
       [missing, `input.adapters[0]: no blob for adapter "adp_x"`],
       [wrongModel, `adapter "adp_f" targets 1 module(s) the base model has no LoRA slot for`],
-      [sliders, "input.sliders is not supported by this worker yet"],
-      [method, `training method "concept_slider" is not served by this worker`],
+      [reference, "input.reference_image is not supported by this worker yet"],
+      [method, `training method "cidm" is not served by this worker`],
       [mergeMethod, `merge method "linear" is not served by this worker`],
       [unknownField, `invalid input: input: Unrecognized key: "colour"`],
     ];
@@ -443,7 +450,11 @@ Deno.test("bad input fails at once and is not retried; the worker goes on to the
     const registration = [...edge.workers.values()][0];
     assertEquals(
       [registration.methods, registration.merges, registration.features],
-      [["dreambooth", "custom_diffusion"], ["custom_diffusion"], ["img2img"]],
+      [["dreambooth", "custom_diffusion", "concept_slider"], ["custom_diffusion"], [
+        "img2img",
+        "regions",
+        "sliders",
+      ]],
       "it advertises what it serves",
     );
   });

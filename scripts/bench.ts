@@ -5,7 +5,9 @@
  * second (forward + backward + AdamW, batch 4) for a LoRA run (rank 4 on the attention projections) and a full
  * fine-tune (every UNet and text-encoder weight), then the time of Custom Diffusion's closed-form merge on SD
  * 1.5-sized matrices (`scripts/bench_merge.ts`: 16 cross-attention layers' K and V, 768-dim features, 200
- * regularization captions x 77 tokens).
+ * regularization captions x 77 tokens), and the step time with 0, 1, 10 and 50 Concept Sliders applied (random
+ * rank-4 LoRAs on the sliders' default `noxattn` modules, and on `c3lier` (attention + convolutions): all on
+ * the same slots, one UNet evaluation per step).
  *
  * Usage: deno task bench [--model models/tiny-shapes] [--ep cpu] [--runs 5] [--skip-training] [--skip-merge]
  *        deno task bench --edge   the HTTP edge's figures instead (`scripts/bench_edge.ts`, also
@@ -13,7 +15,9 @@
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
-import { StableDiffusionPipeline } from "../gpu-worker/pipelines/stable_diffusion.ts";
+import { type LoraWeights, StableDiffusionPipeline } from "../gpu-worker/pipelines/stable_diffusion.ts";
+import { sliderScale } from "../gpu-worker/pipelines/sliders.ts";
+import { loraTargets } from "../gpu-worker/models/lora_targets.ts";
 import type { ExecutionProvider } from "../gpu-worker/ort/session.ts";
 import { DEFAULT_LORA_TARGETS, loadModelFolder } from "../gpu-worker/models/model_folder.ts";
 import { DiffusionTrainer } from "../gpu-worker/training/diffusion_trainer.ts";
@@ -58,6 +62,47 @@ async function trainingStepsPerSecond(
   return steps / ((performance.now() - t0) / 1000);
 }
 
+/** Median ms per denoising step with `count` random rank-4 sliders on `method`'s modules. */
+async function sliderStepMs(
+  pipe: StableDiffusionPipeline,
+  method: "noxattn" | "c3lier",
+  count: number,
+  runs: number,
+): Promise<number> {
+  const targets = loraTargets(method);
+  const modules = [...pipe.servableLoraModules.values()].filter((m) => targets.some((r) => r.test(m.path)));
+  const adapters = Array.from({ length: count }, (_, k) => {
+    const rng = new Rng(100 + k);
+    const lora: LoraWeights = { name: `slider-${k}`, alpha: 1, modules: new Map() };
+    for (const m of modules) {
+      lora.modules.set(m.path, {
+        rank: 4,
+        down: rng.normal(4 * m.inFeatures, 0.01),
+        up: rng.normal(m.outFeatures * 4, 0.01),
+      });
+    }
+    return { lora, scale: sliderScale(((k % 5) - 2) / 2) };
+  });
+  const prompt = "a large red circle on the left, blue background";
+  await pipe.generate({ prompt, seed: 0, steps: 2, adapters }); // builds the variant, warms it
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    let last = 0;
+    await pipe.generate({
+      prompt,
+      seed: i,
+      steps: 20,
+      adapters,
+      onStep: () => {
+        const now = performance.now();
+        if (last) times.push(now - last);
+        last = now;
+      },
+    });
+  }
+  return median(times);
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
@@ -72,6 +117,7 @@ if (import.meta.main) {
       runs: { type: "string" },
       "skip-training": { type: "boolean" },
       "skip-merge": { type: "boolean" },
+      "skip-sliders": { type: "boolean" },
       edge: { type: "boolean" },
     },
   });
@@ -116,6 +162,18 @@ if (import.meta.main) {
     console.log(
       `end-to-end s/image (20 DDIM steps, CFG 7.5): ${median(perImage).toFixed(3)} (median of ${runs})`,
     );
+    if (!values["skip-sliders"]) {
+      for (const method of ["noxattn", "c3lier"] as const) {
+        const times: string[] = [];
+        let base = 0;
+        for (const count of [0, 1, 10, 50]) {
+          const ms = await sliderStepMs(pipe, method, count, runs);
+          if (count === 0) base = ms;
+          times.push(`${count}: ${ms.toFixed(2)} ms (x${(ms / base).toFixed(2)})`);
+        }
+        console.log(`step time with N ${method} sliders (batch 2, 20 steps, median): ${times.join(", ")}`);
+      }
+    }
     if (!values["skip-training"]) {
       for (const mode of ["lora", "full"] as const) {
         const rate = await trainingStepsPerSecond(runner, model, mode, 20);

@@ -38,8 +38,14 @@ export const PredictionInput = z.object({
   image: z.string().optional(),
   strength: z.number().gt(0).max(1).default(0.8),
   adapters: z.array(z.object({ id: z.string(), scale: Scale.default(1) })).max(16).default([]),
-  /** Concept sliders; a slider is off (scale 0) before `start_step`. */
-  sliders: z.array(z.object({ id: z.string(), scale: Scale, start_step: z.number().int().min(0).optional() }))
+  /**
+   * Concept sliders, each at its scale (any real number, typically -5..5); a slider is off (scale 0) while the
+   * sampler's timestep is above `start_step` (0..1000, default 800: the first 20% of the schedule, as the
+   * sliders repo's SD 1.x `start_noise`), so the image keeps its structure. All run in one UNet pass per step.
+   */
+  sliders: z.array(
+    z.object({ id: z.string(), scale: Scale, start_step: z.number().int().min(0).max(1000).optional() }),
+  )
     .max(64).default([]),
   /** Prompt-Free: a file id of a reference image whose SeeCoder embeddings replace the text. */
   reference_image: z.string().optional(),

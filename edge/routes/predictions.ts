@@ -100,7 +100,23 @@ export function predictionRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
         return a;
       };
       input.adapters.forEach((a, i) => check(a.id, `input.adapters.${i}.id`));
-      input.sliders.forEach((s, i) => check(s.id, `input.sliders.${i}.id`));
+      input.sliders.forEach((s, i) => {
+        const a = check(s.id, `input.sliders.${i}.id`);
+        if (a.kind !== "slider") {
+          throw new ApiProblem(
+            422,
+            "not-a-slider",
+            "Not a slider",
+            `input.sliders.${i}.id: "${s.id}" is a ${a.kind}, not a slider (list it in input.adapters)`,
+            {
+              invalid_fields: [{
+                name: `input.sliders.${i}.id`,
+                reason: `a ${a.kind} adapter, not a slider`,
+              }],
+            },
+          );
+        }
+      });
       input.regions.forEach((r, i) =>
         r.adapters?.forEach((id, j) => check(id, `input.regions.${i}.adapters.${j}`))
       );

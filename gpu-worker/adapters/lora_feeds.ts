@@ -25,6 +25,7 @@ export function loraSlotFeeds(
   step: number,
   total: number,
   regional = false,
+  timestep = Number.NaN,
 ): Record<string, Tensor> {
   const feeds: Record<string, Tensor> = {};
   for (const m of modules) {
@@ -54,7 +55,7 @@ export function loraSlotFeeds(
       for (let o = 0; o < m.outFeatures; o++) {
         for (let r = 0; r < w.rank; r++) up[o * rank + r0 + r] = w.up[o * w.rank + r];
       }
-      const s = typeof a.scale === "function" ? a.scale(step, total, m.path) : a.scale;
+      const s = typeof a.scale === "function" ? a.scale(step, total, m.path, timestep) : a.scale;
       if (!Number.isFinite(s)) {
         throw new AdapterError(
           `adapter "${a.lora.name}": scale at ${m.path}, step ${step} is ${s}, not a number`,

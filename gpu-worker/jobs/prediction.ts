@@ -23,6 +23,7 @@ import { encodePng, resizeBilinear, type RgbImage } from "../image/png.ts";
 import { decodeImage } from "../training/data.ts";
 import type { AdapterUse, RegionSpec, StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
 import { regionMasks } from "../pipelines/regions.ts";
+import { SLIDER_START_TIMESTEP, sliderScale } from "../pipelines/sliders.ts";
 import { type JobContext, type JobResult, resolveBlob } from "./job.ts";
 import { type CustomDiffusionAdapter, weightsAsLora } from "../adapters/custom_diffusion.ts";
 import { mergeCustomDiffusion } from "../methods/custom_diffusion_compose.ts";
@@ -31,7 +32,7 @@ import { mergeCustomDiffusion } from "../methods/custom_diffusion_compose.ts";
  * The optional prediction features this worker serves (it advertises them when it registers); a job using
  * another (sliders, regions, reference_image) is refused rather than its field silently ignored.
  */
-export const SERVED_PREDICTION_FEATURES: readonly PredictionFeature[] = ["img2img", "regions"];
+export const SERVED_PREDICTION_FEATURES: readonly PredictionFeature[] = ["img2img", "regions", "sliders"];
 
 /** A small preview: the image scaled so its longest side is at most `size`, as base64 PNG. */
 export function previewPng(img: RgbImage, size: number): string {
@@ -115,6 +116,21 @@ export async function predict(ctx: JobContext<LeasedPrediction>): Promise<JobRes
     checkAdapterFits(pipe, concepts[0].id, use);
     adapters.push(use);
     tokens = concepts.flatMap((c) => c.adapter.tokens);
+  }
+  // Sliders: LoRAs off while the timestep is above their start, all on the same slots (one UNet pass).
+  for (const [i, s] of input.sliders.entries()) {
+    const where = `input.sliders[${i}]`;
+    const ref = s.blob ?? resolveBlob(job, s.id, where, "adapter");
+    const decoded = await engine.adapter(ref, (r) => edge.getBlob(r));
+    if (decoded.kind !== "lora") {
+      throw new JobInputError(
+        `${where}: "${s.id}" is a ${decoded.kind === "full" ? "full model" : "Custom Diffusion"} adapter, ` +
+          `not a slider (a LoRA); list it in input.adapters`,
+      );
+    }
+    const use = { lora: decoded.lora, scale: sliderScale(s.scale, s.start_step ?? SLIDER_START_TIMESTEP) };
+    checkAdapterFits(pipe, s.id, use);
+    adapters.push(use);
   }
   const regions = await regionSpecs(ctx, pipe, input.width, input.height);
   const image = input.image === undefined

@@ -23,6 +23,8 @@ import { type JobContext, type JobResult, resolveBlob } from "../jobs/job.ts";
 import { loadImages, SAFETENSORS, trainingRun } from "../jobs/training_run.ts";
 import { dreamBooth, type DreamBoothResult } from "./dreambooth.ts";
 import { customDiffusion } from "./custom_diffusion.ts";
+import { conceptSlider, type SliderPair } from "./concept_slider.ts";
+import { decodeImage } from "../training/data.ts";
 import { mergeCustomDiffusion } from "./custom_diffusion_compose.ts";
 
 /** Runs a leased training of method M. */
@@ -215,9 +217,50 @@ const runCustomDiffusionMerge: MergeRun = async (ctx) => {
 };
 
 /** Training methods this worker runs, by shared registry name (the others: concept_slider, cidm). */
+/**
+ * Concept Sliders: a text slider from its prompts (no images), or a visual one from image pairs; the output is
+ * a LoRA file (the slider) with its prompts and train method in the metadata.
+ */
+const runConceptSlider: TrainingRun<"concept_slider"> = async (ctx) => {
+  const { job, lease, edge, engine } = ctx;
+  const { pairs: pairNames, images: _images, captions: _captions, destination: _name, ...config } = job.input;
+  const pairs: SliderPair[] = [];
+  for (const [i, p] of (pairNames ?? []).entries()) {
+    const load = async (name: string, side: "low" | "high") => {
+      const at = `input.pairs[${i}].${side}`;
+      return decodeImage(await edge.getBlob(resolveBlob(job, name, at, "file")), `${at} (${name})`);
+    };
+    pairs.push({ low: await load(p.low, "low"), high: await load(p.high, "high"), scale: p.scale });
+  }
+  lease.log(
+    config.kind === "visual"
+      ? `training a visual slider from ${pairs.length} pair(s), ${config.steps} steps (concept_slider)`
+      : `training a text slider "${config.negative ?? ""}" <-> "${config.positive}" on "${config.target}", ` +
+        `${config.steps} steps (concept_slider)`,
+  );
+  return await trainingRun(ctx, config.steps, async (run) => {
+    const r = await conceptSlider(engine.runner, {
+      model: engine.modelDir(job.baseModel),
+      config,
+      pairs,
+      ...run.options,
+      onLog: (line) => lease.log(line),
+    });
+    const bytes = await Deno.readFile(r.file);
+    const blob = await edge.putBlob(bytes, SAFETENSORS);
+    return {
+      output: { blob, contentType: SAFETENSORS, name: LORA_FILE_NAME },
+      result: r,
+      metrics: { pairs: pairs.length, lora_modules: r.adapter.modules.size },
+      adapter: { kind: "slider", method: "concept_slider", tokens: [], class_word: null, full_model: false },
+    };
+  });
+};
+
 export const TRAINING_RUNS: { readonly [M in TrainingMethod]?: TrainingRun<M> } = {
   dreambooth: runDreamBooth,
   custom_diffusion: runCustomDiffusion,
+  concept_slider: runConceptSlider,
 };
 
 /** Merge methods this worker runs (the others: linear, cidm). */

@@ -55,11 +55,11 @@ export interface LoraWeights {
 }
 
 /**
- * A scale for all steps and modules, or a function of the step (0-based), the step count and the module path
- * (sliders start late, CIDM weighs each layer, a LoRA block-weight preset, ...). Text-encoder modules are
- * asked with step 0: the prompt is encoded once.
+ * A scale for all steps and modules, or a function of the step (0-based), the step count, the module path and
+ * the step's timestep (sliders start late, CIDM weighs each layer, a LoRA block-weight preset, ...).
+ * Text-encoder modules are asked with step 0 and timestep NaN: the prompt is encoded once.
  */
-export type StepScale = number | ((step: number, total: number, path: string) => number);
+export type StepScale = number | ((step: number, total: number, path: string, timestep: number) => number);
 
 export interface AdapterUse {
   lora: LoraWeights;
@@ -400,8 +400,9 @@ export class StableDiffusionPipeline {
     step: number,
     total: number,
     regional = false,
+    timestep = Number.NaN,
   ): Record<string, Tensor> {
-    return loraSlotFeeds(modules, adapters, step, total, regional);
+    return loraSlotFeeds(modules, adapters, step, total, regional, timestep);
   }
 
   /** Adapters whose modules the plain graph has no slot for (they need the wide variant); checked to exist. */
@@ -563,7 +564,7 @@ export class StableDiffusionPipeline {
         timestep: Tensor.f32([batch], Array(batch).fill(t)),
         encoder_hidden_states: emb,
         ...condFeeds,
-        ...this.loraFeeds(unet.loraModules, adapters, i, timesteps.length, !!conditioning.regions),
+        ...this.loraFeeds(unet.loraModules, adapters, i, timesteps.length, !!conditioning.regions, t),
       }, ["out_sample"]);
       evals++;
       let pred = out.out_sample.f;
@@ -584,7 +585,7 @@ export class StableDiffusionPipeline {
               ? Object.fromEntries(paths.map((p) => [blockContextInput(p), context]))
               : {}),
             [REGION_MASKS_INPUT]: Tensor.zeros(masks.dims),
-            ...this.loraFeeds(unet.loraModules, own, i, timesteps.length, true),
+            ...this.loraFeeds(unet.loraModules, own, i, timesteps.length, true, t),
           }, ["out_sample"]);
           evals++;
           estimates.push(res.out_sample.f);

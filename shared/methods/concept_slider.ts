@@ -1,8 +1,9 @@
 /**
  * Concept Sliders (Gandikota et al., ECCV 2024), the shared part of its registry entry: the `concept_slider`
  * input (a text slider from prompt pairs, or a visual one from image pairs), what a worker leases, the price
- * and the adapter it makes (a slider: used with a scale per step in predictions' `sliders`). No worker runs it
- * yet: the edge refuses it with 501 once a worker serving the base model is registered.
+ * and the adapter it makes (a slider: used with a scale per step in predictions' `sliders`). The worker's run
+ * is `gpu-worker/methods/concept_slider.ts`. A prompt may mark with `{}` where each preservation attribute goes
+ * ("a {}, white background" with attributes "red circle", "blue square"); without it attributes are prefixed.
  *
  * @example
  * ```ts
@@ -46,7 +47,14 @@ export const ConceptSliderInput = z.object({
   pairs: z.array(FilePair).max(64).optional(),
   rank: z.number().int().min(1).max(256).default(4),
   alpha: z.number().positive().max(256).default(1),
-  train_method: z.enum(["noxattn", "c3lier", "xattn", "full"]).default("noxattn"),
+  train_method: z.enum(["noxattn", "innoxattn", "selfattn", "c3lier", "xattn", "full"]).default("noxattn"),
+  /**
+   * Text sliders: the partial denoising runs k ~ U[1, max_denoising_steps - 1] DDIM steps of this many (the
+   * sliders repo: 50; a small model such as tiny-shapes trains as well with 20, at less than half the cost).
+   */
+  max_denoising_steps: z.number().int().min(2).max(1000).default(50),
+  /** Classifier-free guidance of that partial denoising (the sliders repo: 3). */
+  denoise_guidance: z.number().min(0).max(50).default(3),
 }).strict().refine(needsPromptsOrPairs, promptsOrPairs);
 
 /** The leased input: image pairs and images as blob names. */

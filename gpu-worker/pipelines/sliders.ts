@@ -1,0 +1,24 @@
+/**
+ * Concept Sliders at inference: a slider is a LoRA whose scale is 0 while the timestep is above its start
+ * (SDEdit-style: the first, structure-setting steps run without it, so the image keeps its layout) and its
+ * scale after. Many sliders in one request are many adapters on the same LoRA slots: one UNet evaluation per
+ * step whatever their number.
+ *
+ * @example
+ * ```ts
+ * await pipe.generate({ prompt, adapters: [{ lora: size, scale: sliderScale(2) }, { lora: dark, scale: sliderScale(-1, 700) }] });
+ * ```
+ */
+import type { StepScale } from "./stable_diffusion.ts";
+
+/** The sliders repo's `start_noise` for SD 1.x: off for the first 20% of a 1000-step schedule. */
+export const SLIDER_START_TIMESTEP = 800;
+
+/** A slider's scale through the schedule: 0 while the timestep is above `start`, then `scale`. */
+export function sliderScale(scale: number, start: number = SLIDER_START_TIMESTEP): StepScale {
+  if (!Number.isFinite(scale)) throw new RangeError(`slider scale must be a number, got ${scale}`);
+  if (!(Number.isFinite(start) && start >= 0)) {
+    throw new RangeError(`slider start must be a timestep >= 0, got ${start}`);
+  }
+  return (_step, _total, _path, timestep) => (timestep > start ? 0 : scale);
+}
