@@ -4,7 +4,9 @@
  * Usage: deno task generate --model models/tiny-shapes --prompt "a red circle" --seed 1 --steps 20 --out out.png
  *   [--negative "..."] [--scheduler ddim|ddpm|euler|euler_a|dpmpp_2m] [--guidance 7.5] [--n 1]
  *   [--width W --height H] [--image in.png --strength 0.8] [--ep cpu|cuda|webgpu]
- * With --n > 1, images are written as out-0.png, out-1.png, ...
+ *   [--slider FILE.safetensors [--scale S | --grid=-2,-1,0,1,2] [--slider-start 800]]
+ * With --n > 1, images are written as out-0.png, out-1.png, ... With --grid, one PNG holds the same seed at
+ * each slider scale, left to right (a slider grid).
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
@@ -13,10 +15,13 @@ import { decodePng, encodePng } from "../gpu-worker/image/png.ts";
 import type { SchedulerName } from "../gpu-worker/schedulers/scheduler.ts";
 import type { ExecutionProvider } from "../gpu-worker/ort/session.ts";
 import { numberFlag } from "./flags.ts";
+import { decodeLora, toLoraWeights } from "../gpu-worker/adapters/lora.ts";
+import { imageRow, SLIDER_START_TIMESTEP, sliderScale } from "../gpu-worker/pipelines/sliders.ts";
 
 const USAGE = `usage: deno task generate --model DIR --prompt TEXT [--seed N] [--steps N] [--out FILE.png]
   [--negative TEXT] [--scheduler NAME] [--guidance G] [--n N] [--width W] [--height H]
-  [--image FILE.png --strength S] [--ep cpu|cuda|webgpu]`;
+  [--image FILE.png --strength S] [--ep cpu|cuda|webgpu]
+  [--slider FILE.safetensors [--scale S | --grid=S1,S2,...] [--slider-start T]]`;
 
 const num = (name: string, v: string | undefined) => numberFlag(name, v);
 
@@ -48,6 +53,10 @@ async function main() {
       strength: { type: "string" },
       out: { type: "string" },
       ep: { type: "string" },
+      slider: { type: "string" },
+      scale: { type: "string" },
+      grid: { type: "string" },
+      "slider-start": { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -65,7 +74,35 @@ async function main() {
     const image = values.image ? decodePng(await Deno.readFile(values.image)) : undefined;
     const started = performance.now();
     const enc = new TextEncoder();
+    const slider = values.slider
+      ? toLoraWeights(decodeLora(await Deno.readFile(values.slider), values.slider))
+      : null;
+    const start = num("slider-start", values["slider-start"]) ?? SLIDER_START_TIMESTEP;
+    if (slider && values.grid) {
+      const scales = values.grid.split(",").map((x) => num("grid", x.trim())!);
+      const row = [];
+      for (const s of scales) {
+        const r = await pipe.generate({
+          prompt: values.prompt,
+          negativePrompt: values.negative,
+          seed: num("seed", values.seed) ?? 0,
+          steps: num("steps", values.steps),
+          scheduler: values.scheduler as SchedulerName | undefined,
+          guidanceScale: num("guidance", values.guidance),
+          width: num("width", values.width),
+          height: num("height", values.height),
+          adapters: [{ lora: slider, scale: sliderScale(s, start) }],
+        });
+        row.push(r.images[0]);
+        Deno.stderr.writeSync(enc.encode(`\rscale ${s} done (${row.length}/${scales.length})`));
+      }
+      const out = values.out ?? "grid.png";
+      await Deno.writeFile(out, encodePng(imageRow(row)));
+      console.log(`\nwrote ${out}: scales ${scales.join(", ")} left to right`);
+      return;
+    }
     const result = await pipe.generate({
+      adapters: slider ? [{ lora: slider, scale: sliderScale(num("scale", values.scale) ?? 1, start) }] : [],
       prompt: values.prompt,
       negativePrompt: values.negative,
       seed: num("seed", values.seed) ?? 0,

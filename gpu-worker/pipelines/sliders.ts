@@ -10,6 +10,7 @@
  * ```
  */
 import type { StepScale } from "./stable_diffusion.ts";
+import type { RgbImage } from "../image/png.ts";
 
 /** The sliders repo's `start_noise` for SD 1.x: off for the first 20% of a 1000-step schedule. */
 export const SLIDER_START_TIMESTEP = 800;
@@ -21,4 +22,24 @@ export function sliderScale(scale: number, start: number = SLIDER_START_TIMESTEP
     throw new RangeError(`slider start must be a timestep >= 0, got ${start}`);
   }
   return (_step, _total, _path, timestep) => (timestep > start ? 0 : scale);
+}
+
+/**
+ * The images side by side, left to right (a slider grid: one seed at a row of scales). All must be the same
+ * height.
+ */
+export function imageRow(images: readonly RgbImage[]): RgbImage {
+  if (!images.length) throw new RangeError("imageRow needs at least one image");
+  const h = images[0].height;
+  if (images.some((i) => i.height !== h)) throw new RangeError("imageRow: images differ in height");
+  const width = images.reduce((s, i) => s + i.width, 0);
+  const rgb = new Uint8Array(width * h * 3);
+  let x0 = 0;
+  for (const img of images) {
+    for (let y = 0; y < h; y++) {
+      rgb.set(img.rgb.subarray(y * img.width * 3, (y + 1) * img.width * 3), (y * width + x0) * 3);
+    }
+    x0 += img.width;
+  }
+  return { width, height: h, rgb };
 }
