@@ -5,6 +5,8 @@
 import { assert, assertEquals } from "../gpu-worker/testing.ts";
 import { decodePng } from "../gpu-worker/image/png.ts";
 import { runScript } from "./run_script.ts";
+import { encodeLora, type LoraAdapter } from "../gpu-worker/adapters/lora.ts";
+import { Rng } from "../gpu-worker/random.ts";
 
 function generate(args: string[]) {
   return runScript("scripts/generate.ts", ["--model", "models/tiny-shapes", ...args]);
@@ -39,4 +41,36 @@ Deno.test("deno task generate refuses a bad scheduler with the valid names", asy
   const r = await generate(["--prompt", "x", "--scheduler", "plms", "--out", "/dev/null"]);
   assertEquals(r.code, 1);
   assert(r.stderr.includes("Should be one of: ddim, ddpm, euler, euler_a, dpmpp_2m"), r.stderr);
+});
+
+Deno.test("deno task generate --grid renders one seed at a row of slider scales in one PNG", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // A slider file: random rank-2 factors on one self-attention projection of the tiny UNet.
+    const rng = new Rng(3);
+    const path = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q";
+    const modules: LoraAdapter["modules"] = new Map([[path, {
+      down: rng.normal(2 * 32, 0.5),
+      up: rng.normal(32 * 2, 0.5),
+      inFeatures: 32,
+      outFeatures: 32,
+    }]]);
+    await Deno.writeFile(`${dir}/s.safetensors`, encodeLora({ name: "s", rank: 2, alpha: 2, modules }));
+    const r = await generate([
+      "--prompt",
+      "a red circle, white background",
+      "--steps",
+      "4",
+      "--slider",
+      `${dir}/s.safetensors`,
+      "--grid=-2,0,2",
+      "--out",
+      `${dir}/grid.png`,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    const grid = decodePng(await Deno.readFile(`${dir}/grid.png`));
+    assertEquals([grid.width, grid.height], [3 * 64, 64]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
