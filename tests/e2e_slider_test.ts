@@ -27,7 +27,7 @@ Deno.test("sliders end to end: train, apply two with a DreamBooth LoRA, refuse b
   const e = await startE2E();
   try {
     const balance = async () => (await (await e.api("/v1/account")).json()).balance;
-    let size = "", bright = "", star = "";
+    let size = "", bright = "", star = "", imported = "";
     await t.step("two text sliders train to done; each is a slider adapter with its prompts", async () => {
       const a = await e.trainToDone(
         slider("size", "a large red circle, white background", "a small red circle, white background"),
@@ -50,7 +50,19 @@ Deno.test("sliders end to end: train, apply two with a DreamBooth LoRA, refuse b
       ]);
       const kohya = await e.api(`/v1/adapters/${size}/weights?format=kohya`);
       assertEquals(kohya.status, 200);
-      assert(decodeLora(new Uint8Array(await kohya.arrayBuffer()), "k").modules.size === lora.modules.size);
+      const kohyaBytes = new Uint8Array(await kohya.arrayBuffer());
+      assert(decodeLora(kohyaBytes, "k").modules.size === lora.modules.size);
+      // A slider file in the sliders repo's (kohya/LECO) keys imports as a slider.
+      const file = await (await e.upload(kohyaBytes, "leco.safetensors")).json();
+      const res = await e.json("/v1/adapters", {
+        file: file.id,
+        base_model: "tiny-shapes",
+        name: "leco",
+        method: "concept_slider",
+      });
+      const rec2 = await res.json();
+      assertEquals([res.status, rec2.kind], [201, "slider"], JSON.stringify(rec2));
+      imported = rec2.id;
     });
 
     await t.step("a DreamBooth LoRA to apply beside them", async () => {
@@ -65,25 +77,31 @@ Deno.test("sliders end to end: train, apply two with a DreamBooth LoRA, refuse b
       star = (d.output as { adapter: string }).adapter;
     });
 
-    await t.step("a prediction with two sliders and the DreamBooth LoRA", async () => {
-      const res = await e.json(
-        "/v1/predictions",
-        {
-          base_model: "tiny-shapes",
-          input: {
-            prompt: "a red circle, white background",
-            steps: 4,
-            seed: 2,
-            adapters: [{ id: star, scale: 0.5 }],
-            sliders: [{ id: size, scale: 2 }, { id: bright, scale: -1, start_step: 700 }],
+    await t.step(
+      "a prediction with three sliders (one imported in kohya keys) and the DreamBooth LoRA",
+      async () => {
+        const res = await e.json(
+          "/v1/predictions",
+          {
+            base_model: "tiny-shapes",
+            input: {
+              prompt: "a red circle, white background",
+              steps: 4,
+              seed: 2,
+              adapters: [{ id: star, scale: 0.5 }],
+              sliders: [{ id: size, scale: 2 }, { id: bright, scale: -1, start_step: 700 }, {
+                id: imported,
+                scale: 1,
+              }],
+            },
           },
-        },
-        undefined,
-        { prefer: "wait=60" },
-      );
-      const p = await res.json();
-      assertEquals([res.status, p.status], [201, "succeeded"], JSON.stringify(p));
-    });
+          undefined,
+          { prefer: "wait=60" },
+        );
+        const p = await res.json();
+        assertEquals([res.status, p.status], [201, "succeeded"], JSON.stringify(p));
+      },
+    );
 
     await t.step("bad slider inputs: problem+json with invalid_fields, nothing charged", async () => {
       const before = await balance();
