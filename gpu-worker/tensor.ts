@@ -29,6 +29,24 @@ export class Tensor {
     return Tensor.f32(dims);
   }
 
+  /** Float tensors stacked along their first axis (the same trailing dims). */
+  static concat(ts: readonly Tensor[]): Tensor {
+    if (!ts.length) throw new RangeError("Tensor.concat needs at least one tensor");
+    const rest = ts[0].dims.slice(1);
+    for (const t of ts) {
+      if (t.dims.length !== rest.length + 1 || t.dims.slice(1).some((d, i) => d !== rest[i])) {
+        throw new RangeError(`Tensor.concat: [${t.dims}] does not stack with [${ts[0].dims}] along axis 0`);
+      }
+    }
+    const out = new Float32Array(ts.reduce((s, t) => s + t.f.length, 0));
+    let o = 0;
+    for (const t of ts) {
+      out.set(t.f, o);
+      o += t.f.length;
+    }
+    return Tensor.f32([ts.reduce((s, t) => s + t.dims[0], 0), ...rest], out);
+  }
+
   static i64(dims: number[], data: number[]): Tensor {
     return new Tensor("int64", dims, BigInt64Array.from(data.map((x) => BigInt(Math.trunc(x)))));
   }

@@ -78,19 +78,24 @@ async function main() {
       ? toLoraWeights(decodeLora(await Deno.readFile(values.slider), values.slider))
       : null;
     const start = num("slider-start", values["slider-start"]) ?? SLIDER_START_TIMESTEP;
+    const options = {
+      prompt: values.prompt,
+      negativePrompt: values.negative,
+      seed: num("seed", values.seed) ?? 0,
+      steps: num("steps", values.steps),
+      scheduler: values.scheduler as SchedulerName | undefined,
+      guidanceScale: num("guidance", values.guidance),
+      width: num("width", values.width),
+      height: num("height", values.height),
+      image,
+      strength: num("strength", values.strength),
+    };
     if (slider && values.grid) {
       const scales = values.grid.split(",").map((x) => num("grid", x.trim())!);
       const row = [];
       for (const s of scales) {
         const r = await pipe.generate({
-          prompt: values.prompt,
-          negativePrompt: values.negative,
-          seed: num("seed", values.seed) ?? 0,
-          steps: num("steps", values.steps),
-          scheduler: values.scheduler as SchedulerName | undefined,
-          guidanceScale: num("guidance", values.guidance),
-          width: num("width", values.width),
-          height: num("height", values.height),
+          ...options,
           adapters: [{ lora: slider, scale: sliderScale(s, start) }],
         });
         row.push(r.images[0]);
@@ -102,18 +107,9 @@ async function main() {
       return;
     }
     const result = await pipe.generate({
-      adapters: slider ? [{ lora: slider, scale: sliderScale(num("scale", values.scale) ?? 1, start) }] : [],
-      prompt: values.prompt,
-      negativePrompt: values.negative,
-      seed: num("seed", values.seed) ?? 0,
-      steps: num("steps", values.steps),
-      scheduler: values.scheduler as SchedulerName | undefined,
-      guidanceScale: num("guidance", values.guidance),
+      ...options,
       n: num("n", values.n),
-      width: num("width", values.width),
-      height: num("height", values.height),
-      image,
-      strength: num("strength", values.strength),
+      adapters: slider ? [{ lora: slider, scale: sliderScale(num("scale", values.scale) ?? 1, start) }] : [],
       onStep: ({ step, total }) => {
         Deno.stderr.writeSync(enc.encode(`\r${bar(step, total, started)}`));
       },

@@ -257,7 +257,7 @@ async function textSliderStep(
     });
     const three = new Float32Array(3 * n);
     for (let i = 0; i < 3; i++) three.set(latents, i * n);
-    const embs = concatEmbeddings([neutral, positive, negative]);
+    const embs = Tensor.concat([neutral, positive, negative]);
     const eps = await fz.predict(three, [timestep, timestep, timestep], embs);
     const eta = cfg.guidance_scale * d * sign;
     const target = new Float32Array(n);
@@ -269,18 +269,6 @@ async function textSliderStep(
     );
     return { loss: r.loss, grads: r.grads };
   };
-}
-
-/** Embeddings [1, L, D] stacked to [n, L, D]. */
-function concatEmbeddings(ts: Tensor[]): Tensor {
-  const rest = ts[0].dims.slice(1);
-  const out = new Float32Array(ts.reduce((s, t) => s + t.f.length, 0));
-  let off = 0;
-  for (const t of ts) {
-    out.set(t.f, off);
-    off += t.f.length;
-  }
-  return Tensor.f32([ts.length, ...rest], out);
 }
 
 /** The visual slider's step (see the module doc): each pair encoded once by the VAE. */

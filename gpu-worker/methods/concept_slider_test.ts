@@ -4,7 +4,7 @@
  * checkpoints, and the input errors.
  */
 import { assert, assertEquals, assertRejects } from "../testing.ts";
-import { EngineRunner } from "../ort/runner.ts";
+import { withRunner } from "../ort/test_scaffold.ts";
 import { decodeLora } from "../adapters/lora.ts";
 import { readSafetensors } from "../models/safetensors.ts";
 import { renderScene } from "../shapesworld/render.ts";
@@ -22,15 +22,6 @@ const TEXT = {
   max_denoising_steps: 4,
   seed: 5,
 };
-
-async function withRunner(fn: (r: EngineRunner) => Promise<void>) {
-  const runner = new EngineRunner();
-  try {
-    await fn(runner);
-  } finally {
-    runner.terminate();
-  }
-}
 
 Deno.test("preservation attributes go where {} is, else in front", () => {
   assertEquals(withAttribute("a {}, white background", "red circle"), "a red circle, white background");

@@ -664,14 +664,7 @@ function expandContext(t: Tensor, n: number, D: number, what: string): Tensor {
 
 /** Tensors concatenated along their first axis (same trailing dims). */
 function concatBatch(...ts: Tensor[]): Tensor {
-  const rest = ts[0].dims.slice(1);
-  const out = new Float32Array(ts.reduce((s, t) => s + t.f.length, 0));
-  let o = 0;
-  for (const t of ts) {
-    out.set(t.f, o);
-    o += t.f.length;
-  }
-  return Tensor.f32([ts.reduce((s, t) => s + t.dims[0], 0), ...rest], out);
+  return Tensor.concat(ts);
 }
 
 /** Every linear and convolution of the UNet that the `all` target set names, with its slot shape. */
