@@ -11,6 +11,7 @@
  * ```
  */
 import { readSafetensors, type TensorData, writeSafetensors } from "../gpu-worker/models/safetensors.ts";
+import { kohyaModulePath } from "../gpu-worker/adapters/kohya_names.ts";
 
 export class LoraConversionError extends Error {
   constructor(message: string) {
@@ -19,6 +20,9 @@ export class LoraConversionError extends Error {
   }
 }
 
+const KOHYA_KEY = /^lora_(unet|te)_(.+)\.(lora_down|lora_up)\.weight$/;
+const KOHYA_ALPHA = /^lora_(unet|te)_.+\.alpha$/;
+
 const LORA_KEY =
   /^(?:(unet|text_encoder)\.)?(.+?)\.(lora_A\.weight|lora_B\.weight|lora\.down\.weight|lora\.up\.weight)$/;
 
@@ -26,7 +30,36 @@ export function convertLora(bytes: Uint8Array, format: "peft" | "kohya", source:
   const f = readSafetensors(bytes, source);
   const out: Record<string, TensorData> = {};
   const ranks = new Map<string, number>();
+  let metaAlpha: string | undefined;
   for (const key of f.names()) {
+    // A file in kohya's keys (imported from the sliders repo, ComfyUI, ...): read as the module it names.
+    if (KOHYA_ALPHA.test(key)) {
+      // Copied with its factors below (kohya), or the file's alpha in the metadata (PEFT).
+      if (!f.metadata.lora_alpha) metaAlpha ??= String(f.float32(key)[0]);
+      continue;
+    }
+    const k = KOHYA_KEY.exec(key);
+    if (k) {
+      const [, kTower, flat, part] = k;
+      const tower = kTower === "te" ? "text_encoder" : "unet";
+      const path = kohyaModulePath(kTower as "unet" | "te", flat);
+      const e = f.entry(key);
+      const tensor: TensorData = { dtype: e.dtype, shape: e.shape, data: f.bytes(key) };
+      const down = part === "lora_down";
+      if (format === "kohya") {
+        out[key] = tensor;
+        const alpha = `lora_${kTower}_${flat}.alpha`;
+        if (f.has(alpha)) out[alpha] = { ...f.entry(alpha), data: f.bytes(alpha) };
+        continue;
+      }
+      if (tower !== "unet") {
+        throw new LoraConversionError(
+          `${source}: "${key}" belongs to the text encoder; PEFT files hold one model (download kohya or diffusers)`,
+        );
+      }
+      out[`base_model.model.${path}.${down ? "lora_A" : "lora_B"}.weight`] = tensor;
+      continue;
+    }
     const m = LORA_KEY.exec(key);
     if (!m) {
       throw new LoraConversionError(
@@ -59,5 +92,6 @@ export function convertLora(bytes: Uint8Array, format: "peft" | "kohya", source:
       data: new Float32Array([Number.isFinite(alphaMeta) ? alphaMeta : rank]),
     };
   }
-  return writeSafetensors(out, { ...f.metadata, format: "pt", converted_to: format });
+  const meta: Record<string, string> = metaAlpha ? { lora_alpha: metaAlpha } : {};
+  return writeSafetensors(out, { ...f.metadata, ...meta, format: "pt", converted_to: format });
 }

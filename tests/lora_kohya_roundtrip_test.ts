@@ -69,6 +69,12 @@ Deno.test("a conv LoRA round-trips through kohya keys and applies identically", 
     assertEquals(file.entry("lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight").shape.length, 4);
     assertEquals(file.entry("lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight").shape.slice(2), [1, 1]);
     const back = decodeLora(kohya, "kohya.safetensors");
+    // A file stored in kohya keys (an imported slider) converts too: to kohya as it is, to PEFT by module.
+    const again = readSafetensors(convertLora(kohya, "kohya", "k2"), "k2");
+    assertEquals(again.names().sort(), file.names().sort());
+    const peft = readSafetensors(convertLora(kohya, "peft", "p"), "p");
+    assert(peft.has("base_model.model.down_blocks.0.resnets.0.conv1.lora_A.weight"), peft.names()[0]);
+    assertEquals(peft.metadata.lora_alpha, "1");
     assertEquals(back.rank, rank);
     assertEquals(back.alpha, 1);
     assertEquals([...back.modules.keys()].sort(), [...modules.keys()].sort());
