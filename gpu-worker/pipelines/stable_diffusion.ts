@@ -37,7 +37,7 @@ import {
   type UNetConditioning,
 } from "../models/conditioning.ts";
 import { checkRegions, regionMasks } from "./regions.ts";
-import { loraSlotFeeds } from "../adapters/lora_feeds.ts";
+import { loraSlotFeeds, prepareLoraSlots, scaleFeeds } from "../adapters/lora_feeds.ts";
 import { EXTRA_TOKENS_INPUT } from "../models/clip_text_model.ts";
 import { createScheduler, type SchedulerName, timestepsForStrength } from "../schedulers/scheduler.ts";
 import { Rng } from "../random.ts";
@@ -537,6 +537,17 @@ export class StableDiffusionPipeline {
       } else condFeeds[REGION_CONTEXT_INPUT] = regionContext;
     }
     const unet = await this.variant(this.needsWide(adapters), conditioning);
+    // Factors concatenated once for the run; each step only rebuilds the scales.
+    const slots = prepareLoraSlots(unet.loraModules, adapters, !!conditioning.regions);
+    const regionSlots = regionContexts.map((_, r) =>
+      prepareLoraSlots(
+        unet.loraModules,
+        adapters.filter((a) => !a.region).concat(
+          adapters.filter((a) => a.region === r + 1).map((a) => ({ ...a, region: 0 })),
+        ),
+        true,
+      )
+    );
 
     const dims = [v.n, C, h, w];
     const noise = rng.normal(v.n * C * h * w);
@@ -564,7 +575,7 @@ export class StableDiffusionPipeline {
         timestep: Tensor.f32([batch], Array(batch).fill(t)),
         encoder_hidden_states: emb,
         ...condFeeds,
-        ...this.loraFeeds(unet.loraModules, adapters, i, timesteps.length, !!conditioning.regions, t),
+        ...scaleFeeds(slots, i, timesteps.length, t),
       }, ["out_sample"]);
       evals++;
       let pred = out.out_sample.f;
@@ -573,9 +584,6 @@ export class StableDiffusionPipeline {
         const masks = condFeeds[REGION_MASKS_INPUT];
         const estimates: Float32Array[] = [];
         for (const [r, context] of regionContexts.entries()) {
-          const own = adapters.filter((a) => !a.region).concat(
-            adapters.filter((a) => a.region === r + 1).map((a) => ({ ...a, region: 0 })),
-          );
           const res = await unet.session.run({
             sample: Tensor.f32([batch, C, h, w], input),
             timestep: Tensor.f32([batch], Array(batch).fill(t)),
@@ -585,7 +593,7 @@ export class StableDiffusionPipeline {
               ? Object.fromEntries(paths.map((p) => [blockContextInput(p), context]))
               : {}),
             [REGION_MASKS_INPUT]: Tensor.zeros(masks.dims),
-            ...this.loraFeeds(unet.loraModules, own, i, timesteps.length, true, t),
+            ...scaleFeeds(regionSlots[r], i, timesteps.length, t),
           }, ["out_sample"]);
           evals++;
           estimates.push(res.out_sample.f);
