@@ -123,3 +123,36 @@ const given = (v: unknown) => v !== undefined && v !== null && !(Array.isArray(v
 export function predictionFeatures(input: Record<string, unknown>): PredictionFeature[] {
   return PREDICTION_FEATURES.filter((f) => given(input[PREDICTION_FEATURE_REGISTRY[f].field]));
 }
+
+/** What a worker registered as serving; a list it did not give (an older worker) means every one. */
+export interface ServedCapabilities {
+  methods?: readonly string[];
+  merges?: readonly string[];
+  features?: readonly PredictionFeature[];
+}
+
+/**
+ * What a worker lacks to run a job: its training or merge method (`method`), or the prediction features its
+ * input uses that the worker does not serve (`features`); both empty when it serves the job. The one rule the
+ * edge's lease filter and the worker's own refusal share.
+ *
+ * @example
+ * ```ts
+ * unservedBy({ methods: ["dreambooth"] }, { kind: "training", method: "cidm", input: {} }); // { method: "cidm", features: [] }
+ * ```
+ */
+export function unservedBy(
+  caps: ServedCapabilities,
+  job: { kind: string; method?: string | null; input: Record<string, unknown> },
+): { method: string | null; features: PredictionFeature[] } {
+  const list = job.kind === "training" ? caps.methods : job.kind === "merge" ? caps.merges : undefined;
+  if (job.kind === "training" || job.kind === "merge") {
+    const m = job.method ?? "";
+    return { method: list && !list.includes(m) ? m : null, features: [] };
+  }
+  const features = caps.features;
+  return {
+    method: null,
+    features: features ? predictionFeatures(job.input).filter((f) => !features.includes(f)) : [],
+  };
+}

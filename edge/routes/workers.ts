@@ -18,7 +18,7 @@ import {
   type TrainingMethod,
 } from "../../shared/methods.ts";
 import { type JobRecord, StaleLeaseError } from "../../shared/job_broker.ts";
-import { predictionFeatures } from "../../shared/methods.ts";
+import { unservedBy } from "../../shared/methods.ts";
 import {
   BlobRef,
   CompleteRequest,
@@ -367,10 +367,6 @@ export function workerRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
  * it registered with; a record without the lists (registered before workers advertised them) serves all.
  */
 export function servesJob(worker: WorkerRecord, job: JobRecord): boolean {
-  if (job.kind === "training") {
-    return !worker.methods || (worker.methods as string[]).includes(job.method ?? "");
-  }
-  if (job.kind === "merge") return !worker.merges || (worker.merges as string[]).includes(job.method ?? "");
-  const features = worker.features;
-  return !features || predictionFeatures(job.work.input).every((f) => features.includes(f));
+  const lacks = unservedBy(worker, { kind: job.kind, method: job.method, input: job.work.input });
+  return lacks.method === null && lacks.features.length === 0;
 }

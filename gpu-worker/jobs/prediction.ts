@@ -21,7 +21,13 @@ import type { LeasedPrediction } from "../../shared/worker_protocol.ts";
 import { AdapterError, JobInputError } from "../input_error.ts";
 import { encodePng, resizeBilinear, type RgbImage } from "../image/png.ts";
 import { decodeImage } from "../training/data.ts";
-import type { AdapterUse, RegionSpec, StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
+import type {
+  AdapterUse,
+  LoraWeights,
+  RegionSpec,
+  StableDiffusionPipeline,
+} from "../pipelines/stable_diffusion.ts";
+import type { BlobRef } from "../../shared/blob_store.ts";
 import { regionMasks } from "../pipelines/regions.ts";
 import { SLIDER_START_TIMESTEP, sliderScale } from "../pipelines/sliders.ts";
 import { type JobContext, type JobResult, resolveBlob } from "./job.ts";
@@ -119,18 +125,15 @@ export async function predict(ctx: JobContext<LeasedPrediction>): Promise<JobRes
   }
   // Sliders: LoRAs off while the timestep is above their start, all on the same slots (one UNet pass).
   for (const [i, s] of input.sliders.entries()) {
-    const where = `input.sliders[${i}]`;
-    const ref = s.blob ?? resolveBlob(job, s.id, where, "adapter");
-    const decoded = await engine.adapter(ref, (r) => edge.getBlob(r));
-    if (decoded.kind !== "lora") {
-      throw new JobInputError(
-        `${where}: "${s.id}" is a ${decoded.kind === "full" ? "full model" : "Custom Diffusion"} adapter, ` +
-          `not a slider (a LoRA); list it in input.adapters`,
-      );
-    }
-    const use = { lora: decoded.lora, scale: sliderScale(s.scale, s.start_step ?? SLIDER_START_TIMESTEP) };
-    checkAdapterFits(pipe, s.id, use);
-    adapters.push(use);
+    const lora = await loraOnly(
+      ctx,
+      pipe,
+      s.id,
+      s.blob,
+      `input.sliders[${i}]`,
+      "not a slider (a LoRA); list it in input.adapters",
+    );
+    adapters.push({ lora, scale: sliderScale(s.scale, s.start_step ?? SLIDER_START_TIMESTEP) });
   }
   const regions = await regionSpecs(ctx, pipe, input.width, input.height);
   const image = input.image === undefined
@@ -198,7 +201,7 @@ async function regionSpecs(
   width?: number,
   height?: number,
 ): Promise<RegionSpec[]> {
-  const { job, engine, edge } = ctx;
+  const { job } = ctx;
   const input = job.input;
   if (!input.regions.length) return [];
   const f = pipe.folder;
@@ -214,21 +217,41 @@ async function regionSpecs(
   for (const [i, r] of input.regions.entries()) {
     const adapters: AdapterUse[] = [];
     for (const [j, id] of (r.adapters ?? []).entries()) {
+      const blob = input.region_adapters.find((a) => a.id === id)?.blob;
       const where = `input.regions[${i}].adapters[${j}]`;
-      const ref = input.region_adapters.find((a) => a.id === id)?.blob ??
-        resolveBlob(job, id, where, "adapter");
-      const decoded = await engine.adapter(ref, (x) => edge.getBlob(x));
-      if (decoded.kind !== "lora") {
-        throw new JobInputError(
-          `${where}: "${id}" is a ${decoded.kind === "full" ? "full model" : "Custom Diffusion"} adapter; ` +
-            `regions take LoRA adapters (DreamBooth LoRA, sliders) only`,
-        );
-      }
-      const use = { lora: decoded.lora, scale: 1 };
-      checkAdapterFits(pipe, id, use);
-      adapters.push(use);
+      const lora = await loraOnly(
+        ctx,
+        pipe,
+        id,
+        blob,
+        where,
+        "regions take LoRA adapters (DreamBooth LoRA, sliders) only",
+      );
+      adapters.push({ lora, scale: 1 });
     }
     out.push({ box: r.box, prompt: r.prompt, adapters });
   }
   return out;
+}
+
+/**
+ * A LoRA adapter of the job (sliders, region adapters): decoded from its blob, refused when it is another kind
+ * (`why` says what was expected) or does not fit the base model.
+ */
+async function loraOnly(
+  ctx: JobContext<LeasedPrediction>,
+  pipe: StableDiffusionPipeline,
+  id: string,
+  blob: BlobRef | undefined,
+  where: string,
+  why: string,
+): Promise<LoraWeights> {
+  const ref = blob ?? resolveBlob(ctx.job, id, where, "adapter");
+  const decoded = await ctx.engine.adapter(ref, (r) => ctx.edge.getBlob(r));
+  if (decoded.kind !== "lora") {
+    const what = decoded.kind === "full" ? "full model" : "Custom Diffusion";
+    throw new JobInputError(`${where}: "${id}" is a ${what} adapter; ${why}`);
+  }
+  checkAdapterFits(pipe, id, { lora: decoded.lora, scale: 1 });
+  return decoded.lora;
 }

@@ -10,7 +10,7 @@
  * refuseUnserved(envelope); // NotServedError: training method "cidm" is not served by this worker ...
  * ```
  */
-import { PREDICTION_FEATURE_REGISTRY, predictionFeatures } from "../../shared/methods.ts";
+import { PREDICTION_FEATURE_REGISTRY, unservedBy } from "../../shared/methods.ts";
 import type { LeaseEnvelope, RegisterRequest } from "../../shared/worker_protocol.ts";
 import { NotServedError } from "../input_error.ts";
 import { servedMergeMethods, servedTrainingMethods } from "../methods/registry.ts";
@@ -30,20 +30,15 @@ export function servedCapabilities(): Pick<RegisterRequest, "methods" | "merges"
 /** Throws NotServedError when the job's method, or a prediction feature it uses, is not served here. */
 export function refuseUnserved(job: LeaseEnvelope): void {
   const served = servedCapabilities();
-  if (job.kind === "training" && !(served.methods as string[]).includes(job.method ?? "")) {
-    throw trainingNotServed(String(job.method));
+  const lacks = unservedBy(served, job);
+  if (lacks.method !== null) {
+    throw job.kind === "training" ? trainingNotServed(lacks.method) : mergeNotServed(lacks.method);
   }
-  if (job.kind === "merge" && !(served.merges as string[]).includes(job.method ?? "")) {
-    throw mergeNotServed(String(job.method));
-  }
-  if (job.kind === "prediction") {
-    const missing = predictionFeatures(job.input).filter((f) => !served.features.includes(f));
-    if (missing.length) {
-      const fields = missing.map((f) => `input.${PREDICTION_FEATURE_REGISTRY[f].field}`);
-      throw new NotServedError(
-        `${fields.join(", ")} ${missing.length > 1 ? "are" : "is"} not supported by this worker yet ` +
-          `(it serves: ${served.features.join(", ") || "plain txt2img"})`,
-      );
-    }
+  if (lacks.features.length) {
+    const fields = lacks.features.map((f) => `input.${PREDICTION_FEATURE_REGISTRY[f].field}`);
+    throw new NotServedError(
+      `${fields.join(", ")} ${lacks.features.length > 1 ? "are" : "is"} not supported by this worker yet ` +
+        `(it serves: ${served.features.join(", ") || "plain txt2img"})`,
+    );
   }
 }

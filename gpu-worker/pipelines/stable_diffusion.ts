@@ -258,7 +258,7 @@ export class StableDiffusionPipeline {
       input_ids: ids,
       [EXTRA_TOKENS_INPUT]: this.extraRows(rows),
       // A per-step scale is taken at step 0: the prompt is encoded once.
-      ...this.loraFeeds(this.textLoraModules, adapters, 0, 1),
+      ...loraSlotFeeds(this.textLoraModules, adapters, 0, 1),
     }, [
       "last_hidden_state",
     ]);
@@ -393,18 +393,6 @@ export class StableDiffusionPipeline {
     return { width, height, n, steps, guidance, guidanceRescale, strength, seed };
   }
 
-  /** LoRA slot feeds of `modules` at a step (see `loraSlotFeeds`). */
-  private loraFeeds(
-    modules: LoraModule[],
-    adapters: RegionalUse[],
-    step: number,
-    total: number,
-    regional = false,
-    timestep = Number.NaN,
-  ): Record<string, Tensor> {
-    return loraSlotFeeds(modules, adapters, step, total, regional, timestep);
-  }
-
   /** Adapters whose modules the plain graph has no slot for (they need the wide variant); checked to exist. */
   private needsWide(adapters: AdapterUse[]): boolean {
     const plain = new Set(this.loraModules.map((m) => m.path));
@@ -470,7 +458,7 @@ export class StableDiffusionPipeline {
     const rng = new Rng(v.seed);
     const cfg = v.guidance > 1;
     const { cond, uncond } = await this.contexts(o, v.n, cfg);
-    const emb = uncond ? concatBatch(uncond, cond) : cond;
+    const emb = uncond ? Tensor.concat([uncond, cond]) : cond;
     const batch = cfg ? 2 * v.n : v.n;
 
     const C = f.unetConfig.in_channels;
@@ -497,7 +485,7 @@ export class StableDiffusionPipeline {
       }
       const c = expandContext(t, v.n, D, `blockContexts["${path}"]`);
       const u = uncond && uncond.dims[1] === c.dims[1] ? uncond : Tensor.zeros(c.dims);
-      blockContext.set(path, cfg ? concatBatch(u, c) : c);
+      blockContext.set(path, cfg ? Tensor.concat([u, c]) : c);
     }
     for (const p of paths) condFeeds[blockContextInput(p)] = blockContext.get(p) ?? emb;
     if (regions.length) {
@@ -519,10 +507,10 @@ export class StableDiffusionPipeline {
           );
         }
         // The unconditional half sees the unconditional context in every region: guidance stays as without.
-        contexts.push(uncond ? concatBatch(uncond, c) : c);
+        contexts.push(uncond ? Tensor.concat([uncond, c]) : c);
         for (const a of r.adapters ?? []) adapters.push({ ...a, region: i + 1 });
       }
-      const regionContext = concatBatch(...contexts.map((c) => Tensor.f32([1, ...c.dims], c.f)));
+      const regionContext = Tensor.concat(contexts.map((c) => Tensor.f32([1, ...c.dims], c.f)));
       condFeeds[REGION_MASKS_INPUT] = regionMasks(regions, batch, h, w);
       regionContexts.push(...contexts);
       if (conditioning.perBlockContext) {
@@ -563,6 +551,7 @@ export class StableDiffusionPipeline {
     }
 
     let evals = 0;
+    let noMasks: Tensor | undefined;
     for (let i = 0; i < timesteps.length; i++) {
       if (o.signal?.aborted) throw new DOMException("generation canceled", "AbortError");
       const t = timesteps[i];
@@ -582,6 +571,7 @@ export class StableDiffusionPipeline {
       if (regions.length && (o.regionNoise ?? true)) {
         // Each region's own estimate: its context everywhere, its adapters over the whole image.
         const masks = condFeeds[REGION_MASKS_INPUT];
+        noMasks ??= Tensor.zeros(masks.dims);
         const estimates: Float32Array[] = [];
         for (const [r, context] of regionContexts.entries()) {
           const res = await unet.session.run({
@@ -592,7 +582,7 @@ export class StableDiffusionPipeline {
             ...(conditioning.perBlockContext
               ? Object.fromEntries(paths.map((p) => [blockContextInput(p), context]))
               : {}),
-            [REGION_MASKS_INPUT]: Tensor.zeros(masks.dims),
+            [REGION_MASKS_INPUT]: noMasks,
             ...scaleFeeds(regionSlots[r], i, timesteps.length, t),
           }, ["out_sample"]);
           evals++;
@@ -667,12 +657,7 @@ function expandContext(t: Tensor, n: number, D: number, what: string): Tensor {
   }
   if (t.f.some((x) => !Number.isFinite(x))) throw new JobInputError(`${what} holds a non-finite value`);
   if (d[0] === n) return t;
-  return concatBatch(...Array(n).fill(t));
-}
-
-/** Tensors concatenated along their first axis (same trailing dims). */
-function concatBatch(...ts: Tensor[]): Tensor {
-  return Tensor.concat(ts);
+  return Tensor.concat(Array(n).fill(t));
 }
 
 /** Every linear and convolution of the UNet that the `all` target set names, with its slot shape. */

@@ -127,7 +127,7 @@ export class FrozenUNet {
       throw new RangeError(`denoise: latents have ${o.latents.length} values, not a multiple of ${n}`);
     }
     const cfg = o.uncond !== undefined;
-    const ehs = cfg ? concatBatch(batchOf(o.uncond!, B, "uncond"), batchOf(o.cond, B, "cond")) : o.cond;
+    const ehs = cfg ? Tensor.concat([batchOf(o.uncond!, B, "uncond"), batchOf(o.cond, B, "cond")]) : o.cond;
     let latents = o.latents;
     for (let i = 0; i < o.steps; i++) {
       const t = ts[i];
@@ -174,10 +174,6 @@ function batchOf(t: Tensor, B: number, what: string): Tensor {
   const one = t.f, out = new Float32Array(B * one.length);
   for (let b = 0; b < B; b++) out.set(one, b * one.length);
   return Tensor.f32([B, ...t.dims.slice(1)], out);
-}
-
-function concatBatch(a: Tensor, b: Tensor): Tensor {
-  return Tensor.f32([a.dims[0] + b.dims[0], ...a.dims.slice(1)], concat(a.f, b.f));
 }
 
 function concat(a: Float32Array, b: Float32Array): Float32Array {
