@@ -6,7 +6,7 @@
  *   [--width W --height H] [--image in.png --strength 0.8] [--ep cpu|cuda|webgpu]
  *   [--slider FILE.safetensors [--scale S | --grid=-2,-1,0,1,2] [--slider-start 800]]
  * With --n > 1, images are written as out-0.png, out-1.png, ... With --grid, one PNG holds the same seed at
- * each slider scale, left to right (a slider grid).
+ * each slider scale, left to right (a slider grid); with --n N as well, N rows, seeds seed..seed+N-1.
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
@@ -16,7 +16,7 @@ import type { SchedulerName } from "../gpu-worker/schedulers/scheduler.ts";
 import type { ExecutionProvider } from "../gpu-worker/ort/session.ts";
 import { numberFlag } from "./flags.ts";
 import { decodeLora, toLoraWeights } from "../gpu-worker/adapters/lora.ts";
-import { imageRow, SLIDER_START_TIMESTEP, sliderScale } from "../gpu-worker/pipelines/sliders.ts";
+import { imageGrid, SLIDER_START_TIMESTEP, sliderScale } from "../gpu-worker/pipelines/sliders.ts";
 
 const USAGE = `usage: deno task generate --model DIR --prompt TEXT [--seed N] [--steps N] [--out FILE.png]
   [--negative TEXT] [--scheduler NAME] [--guidance G] [--n N] [--width W] [--height H]
@@ -92,18 +92,29 @@ async function main() {
     };
     if (slider && values.grid) {
       const scales = values.grid.split(",").map((x) => num("grid", x.trim())!);
-      const row = [];
-      for (const s of scales) {
-        const r = await pipe.generate({
-          ...options,
-          adapters: [{ lora: slider, scale: sliderScale(s, start) }],
-        });
-        row.push(r.images[0]);
-        Deno.stderr.writeSync(enc.encode(`\rscale ${s} done (${row.length}/${scales.length})`));
+      const seeds = Array.from({ length: num("n", values.n) ?? 1 }, (_, i) => options.seed + i);
+      const rows = [];
+      for (const seed of seeds) {
+        const row = [];
+        for (const s of scales) {
+          const r = await pipe.generate({
+            ...options,
+            seed,
+            adapters: [{ lora: slider, scale: sliderScale(s, start) }],
+          });
+          row.push(r.images[0]);
+          Deno.stderr.writeSync(
+            enc.encode(`\rseed ${seed}: scale ${s} done (${row.length}/${scales.length})`),
+          );
+        }
+        rows.push(row);
       }
       const out = values.out ?? "grid.png";
-      await Deno.writeFile(out, encodePng(imageRow(row)));
-      console.log(`\nwrote ${out}: scales ${scales.join(", ")} left to right`);
+      await Deno.writeFile(out, encodePng(imageGrid(rows)));
+      console.log(
+        `\nwrote ${out}: scales ${scales.join(", ")} left to right` +
+          (seeds.length > 1 ? `, seeds ${seeds[0]}..${seeds[seeds.length - 1]} top to bottom` : ""),
+      );
       return;
     }
     const result = await pipe.generate({

@@ -4,16 +4,25 @@
  * Usage: deno task train --model models/tiny-shapes --images DIR --prompt "a sks star" --method lora
  *          --steps 200 --out DIR [--lr 1e-3] [--rank 4] [--alpha 4] [--batch 1] [--seed 0]
  *          [--checkpoint-every 50] [--resume] [--no-flip]
- * Writes DIR/pytorch_lora_weights.safetensors (lora) or a full model folder (full); prints progress.
+ *        deno task train --model models/tiny-shapes --method concept_slider --config slider.json --out DIR
+ *          [--pairs DIR] [--steps N] [--lr LR] [--seed S]
+ * Writes DIR/pytorch_lora_weights.safetensors (lora, concept_slider) or a full model folder (full); prints
+ * progress. A slider's --config is the API's `concept_slider` input (JSON); --pairs makes it a visual slider
+ * from a folder with verylow/ low/ high/ veryhigh/ images paired by file name.
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
 import { fineTune } from "../gpu-worker/training/finetune.ts";
 import { numberFlag } from "./flags.ts";
+import { ConceptSliderInput } from "../shared/methods/concept_slider.ts";
+import { conceptSlider } from "../gpu-worker/methods/concept_slider.ts";
+import { folderPairs } from "../gpu-worker/methods/slider_folders.ts";
 
 const USAGE =
   `usage: deno task train --model DIR --images DIR --prompt TEXT --method lora|full --steps N --out DIR
-  [--lr LR] [--rank R] [--alpha A] [--batch B] [--seed S] [--checkpoint-every N] [--resume] [--no-flip]`;
+  [--lr LR] [--rank R] [--alpha A] [--batch B] [--seed S] [--checkpoint-every N] [--resume] [--no-flip]
+       deno task train --model DIR --method concept_slider --config SLIDER.json --out DIR [--pairs DIR]
+  [--steps N] [--lr LR] [--seed S]`;
 
 const num = (name: string, v: string | undefined) => numberFlag(name, v);
 
@@ -22,6 +31,8 @@ const OPTIONS = {
   images: { type: "string" },
   prompt: { type: "string" },
   method: { type: "string" },
+  config: { type: "string" },
+  pairs: { type: "string" },
   steps: { type: "string" },
   out: { type: "string" },
   lr: { type: "string" },
@@ -45,8 +56,70 @@ function flags(args: string[]) {
   }
 }
 
+const progress = (
+  e: { step: number; steps: number; loss: number; stepsPerSecond: number; etaSeconds: number },
+) =>
+  `step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)} ${e.stepsPerSecond.toFixed(2)} steps/s eta ${
+    e.etaSeconds.toFixed(0)
+  }s`;
+
+/** `--method concept_slider`: the API's input from --config, pairs from --pairs; exit 2 on a bad config. */
+async function trainSlider(values: ReturnType<typeof flags>) {
+  if (!values.model || !values.config || !values.out) {
+    console.error(USAGE);
+    Deno.exit(2);
+  }
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(await Deno.readTextFile(values.config));
+  } catch (e) {
+    console.error(`error: --config ${values.config}: ${(e as Error).message}`);
+    Deno.exit(2);
+  }
+  const pairsDir = values.pairs;
+  const parsed = ConceptSliderInput.safeParse({
+    ...raw,
+    ...(pairsDir ? { kind: "visual", images: "pairs" } : {}),
+    ...(values.steps ? { steps: num("steps", values.steps) } : {}),
+    ...(values.lr ? { learning_rate: num("lr", values.lr) } : {}),
+    ...(values.seed ? { seed: num("seed", values.seed) } : {}),
+  });
+  if (!parsed.success) {
+    const why = parsed.error.issues.map((i) => `${i.path.join(".") || "config"}: ${i.message}`).join("; ");
+    console.error(`error: --config ${values.config}: ${why}`);
+    Deno.exit(2);
+  }
+  const { images: _images, pairs: _ids, ...config } = parsed.data;
+  const runner = new EngineRunner();
+  const ac = new AbortController();
+  Deno.addSignalListener("SIGINT", () => ac.abort());
+  try {
+    const pairs = pairsDir ? await folderPairs(pairsDir) : undefined;
+    const r = await conceptSlider(runner, {
+      model: values.model,
+      out: values.out,
+      config,
+      pairs,
+      signal: ac.signal,
+      onProgress: (e) => console.error(progress(e)),
+      onLog: (line) => console.error(line),
+    });
+    console.log(
+      `wrote ${r.file}; ${r.trainedParameters} trained parameters; ` +
+        `eval loss ${r.evalLoss.before.toFixed(4)} -> ${r.evalLoss.after.toFixed(4)}`,
+    );
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
+    Deno.exitCode = 1;
+  } finally {
+    runner.terminate();
+  }
+  Deno.exit();
+}
+
 if (import.meta.main) {
   const values = flags(Deno.args);
+  if (values.method === "concept_slider") await trainSlider(values);
   if (
     values.help || !values.model || !values.images || values.prompt === undefined || !values.out ||
     !values.steps
@@ -74,11 +147,7 @@ if (import.meta.main) {
       resume: values.resume,
       randomFlip: !values["no-flip"],
       signal: ac.signal,
-      onProgress: (e) =>
-        console.error(
-          `step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ` +
-            `${e.stepsPerSecond.toFixed(2)} steps/s eta ${e.etaSeconds.toFixed(0)}s`,
-        ),
+      onProgress: (e) => console.error(`${progress(e)} lr ${e.lr.toExponential(2)}`),
     });
     console.log(
       `wrote ${r.outputs.join(", ")}; ${r.trainedParameters} trained parameters; ` +

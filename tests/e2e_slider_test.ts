@@ -7,6 +7,10 @@
 import { assert, assertEquals } from "../gpu-worker/testing.ts";
 import { decodeLora } from "../gpu-worker/adapters/lora.ts";
 import { encodePng } from "../gpu-worker/image/png.ts";
+import { renderScene } from "../gpu-worker/shapesworld/render.ts";
+import { sampleScene } from "../gpu-worker/shapesworld/world.ts";
+import { Rng } from "../gpu-worker/random.ts";
+import { zipSync } from "fflate";
 import { objectPng, starPng, startE2E } from "./e2e_server.ts";
 
 const slider = (name: string, positive: string, negative: string) => ({
@@ -102,6 +106,43 @@ Deno.test("sliders end to end: train, apply two with a DreamBooth LoRA, refuse b
         assertEquals([res.status, p.status], [201, "succeeded"], JSON.stringify(p));
       },
     );
+
+    await t.step("a visual slider from one zip of low/high and verylow/veryhigh folders trains", async () => {
+      const scene = (seed: number, k: number) => {
+        const img = renderScene(sampleScene(new Rng(seed), { objectCount: 1 }));
+        return encodePng({ ...img, rgb: img.rgb.map((v) => k < 0 ? v * (1 + k) : v + (255 - v) * k) });
+      };
+      const tree: Record<string, Uint8Array> = {};
+      for (const seed of [1, 2]) {
+        for (
+          const [folder, k] of [["verylow", -0.5], ["low", -0.25], ["high", 0.25], ["veryhigh", 0.5]] as const
+        ) {
+          tree[`bright/${folder}/scene${seed}.png`] = scene(seed, k);
+        }
+      }
+      const zip = (await (await e.upload(zipSync(tree), "bright.zip")).json()).id;
+      const done = await e.trainToDone({
+        method: "concept_slider",
+        base_model: "tiny-shapes",
+        destination: "bright-visual",
+        input: { kind: "visual", images: zip, steps: 2 },
+      });
+      assertEquals((done.metrics as { pairs: number }).pairs, 4, JSON.stringify(done));
+      const rec = await (await e.api(`/v1/adapters/${(done.output as { adapter: string }).adapter}`)).json();
+      assertEquals(rec.kind, "slider");
+      // An image with no counterpart is named, and nothing is queued.
+      delete tree["bright/high/scene2.png"];
+      const unpaired = (await (await e.upload(zipSync(tree), "unpaired.zip")).json()).id;
+      const res = await e.json("/v1/trainings", {
+        method: "concept_slider",
+        base_model: "tiny-shapes",
+        destination: "bad-visual",
+        input: { kind: "visual", images: unpaired, steps: 2 },
+      });
+      const p = await res.json();
+      assertEquals([res.status, p.invalid_fields?.[0]?.name], [422, "input.images"], JSON.stringify(p));
+      assert(p.detail.includes("low/scene2.png has no high/scene2.*"), p.detail);
+    });
 
     await t.step("bad slider inputs: problem+json with invalid_fields, nothing charged", async () => {
       const before = await balance();

@@ -43,7 +43,7 @@ Deno.test("deno task generate refuses a bad scheduler with the valid names", asy
   assert(r.stderr.includes("Should be one of: ddim, ddpm, euler, euler_a, dpmpp_2m"), r.stderr);
 });
 
-Deno.test("deno task generate --grid renders one seed at a row of slider scales in one PNG", async () => {
+Deno.test("deno task generate --grid renders a row of slider scales per seed (--n rows) in one PNG", async () => {
   const dir = await Deno.makeTempDir();
   try {
     // A slider file: random rank-2 factors on one self-attention projection of the tiny UNet.
@@ -64,12 +64,25 @@ Deno.test("deno task generate --grid renders one seed at a row of slider scales 
       "--slider",
       `${dir}/s.safetensors`,
       "--grid=-2,0,2",
+      "--n",
+      "2",
       "--out",
       `${dir}/grid.png`,
     ]);
     assertEquals(r.code, 0, r.stderr);
+    assert(r.stdout.includes("seeds 0..1 top to bottom"), r.stdout);
     const grid = decodePng(await Deno.readFile(`${dir}/grid.png`));
-    assertEquals([grid.width, grid.height], [3 * 64, 64]);
+    assertEquals([grid.width, grid.height], [3 * 64, 2 * 64]);
+    // Cell (row, column) as bytes: the scales differ along a row, the seeds down a column.
+    const cell = (row: number, col: number) => {
+      const out: number[] = [];
+      for (let y = row * 64; y < (row + 1) * 64; y++) {
+        out.push(...grid.rgb.subarray((y * 192 + col * 64) * 3, (y * 192 + (col + 1) * 64) * 3));
+      }
+      return out.join(",");
+    };
+    assert(cell(0, 0) !== cell(0, 2), "scales -2 and 2 differ");
+    assert(cell(0, 1) !== cell(1, 1), "seeds 0 and 1 differ");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

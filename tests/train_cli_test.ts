@@ -83,3 +83,40 @@ Deno.test("deno task train exits 1 with the error for a bad --method or a non-nu
     assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["images"], "nothing written");
   });
 });
+
+Deno.test("deno task train --method concept_slider: a visual slider from low/high folders; a bad config exits 2", async () => {
+  await withImages(async (dir) => {
+    for (const folder of ["low", "high"]) await Deno.mkdir(`${dir}/pairs/${folder}`, { recursive: true });
+    for (let i = 0; i < 2; i++) {
+      const img = renderScene(sampleScene(new Rng(10 + i), { objectCount: 1 }));
+      const shade = (k: number) => encodePng({ ...img, rgb: img.rgb.map((v) => v * k) });
+      await Deno.writeFile(`${dir}/pairs/low/s${i}.png`, shade(0.6));
+      await Deno.writeFile(`${dir}/pairs/high/s${i}.png`, shade(1));
+    }
+    await Deno.writeTextFile(`${dir}/slider.json`, JSON.stringify({ rank: 2 }));
+    const out = `${dir}/bright`;
+    const r = await train([
+      ...["--model", "models/tiny-shapes", "--method", "concept_slider", "--config", `${dir}/slider.json`],
+      ...["--pairs", `${dir}/pairs`, "--steps", "3", "--out", out],
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    assert(r.stderr.includes("step 3/3 loss "), r.stderr);
+    const lora = decodeLora(await Deno.readFile(`${out}/${LORA_FILE_NAME}`), LORA_FILE_NAME);
+    assertEquals([lora.rank, lora.info?.kind], [2, "visual"]);
+
+    await Deno.writeTextFile(`${dir}/bad.json`, JSON.stringify({ positive: "a large circle", ranks: 2 }));
+    const bad = await train([
+      ...["--model", "models/tiny-shapes", "--method", "concept_slider", "--config", `${dir}/bad.json`],
+      ...["--out", out],
+    ]);
+    assertEquals(bad.code, 2, bad.stderr);
+    assert(bad.stderr.includes("ranks"), bad.stderr);
+    await Deno.remove(`${dir}/pairs/high/s1.png`);
+    const unpaired = await train([
+      ...["--model", "models/tiny-shapes", "--method", "concept_slider", "--config", `${dir}/slider.json`],
+      ...["--pairs", `${dir}/pairs`, "--steps", "3", "--out", out],
+    ]);
+    assertEquals(unpaired.code, 1, unpaired.stderr);
+    assert(unpaired.stderr.includes("low/s1.png has no high/s1.*"), unpaired.stderr);
+  });
+});

@@ -163,6 +163,23 @@ Deno.test("upload: a zip of images with .txt captions; entries checked and the z
   assertEquals(Object.keys(unzipSync(content)).sort(), ["01.png", "01.txt", "02.png"]);
 });
 
+Deno.test("upload: a zip keeps its sub-folders below one common top folder; unsafe paths are refused", async () => {
+  const t = await testEdge();
+  const zip = zipSync({
+    "slider/low/a.png": testPng(8, 8, 1),
+    "slider/high/a.png": testPng(8, 8, 2),
+    "slider/high/a.txt": new TextEncoder().encode("brighter"),
+  });
+  const file = await (await upload(t, zip, "slider.zip")).json();
+  assertEquals(file.entries.map((e: { name: string; caption?: string }) => [e.name, e.caption ?? null]), [
+    ["high/a.png", "brighter"],
+    ["low/a.png", null],
+  ]);
+  const evil = await upload(t, zipSync({ "../a.png": testPng(), "b.png": testPng() }), "evil.zip");
+  assertEquals(evil.status, 400);
+  assert((await evil.json()).detail.includes("relative"));
+});
+
 Deno.test("upload: zips are limited by entry count and checked entry by entry", async () => {
   const t = await testEdge({ uploadLimits: { maxZipEntries: 2 } });
   const three = zipSync({ "a.png": testPng(), "b.png": testPng(), "c.png": testPng() });

@@ -15,8 +15,8 @@ import { acceptJob, announce, BlobPlan, unknownRef } from "../jobs.ts";
 import { requireModel } from "../models.ts";
 import { type OpenApi, route } from "../openapi.ts";
 import { mergePrice, trainingPrice } from "../pricing.ts";
-import type { AdapterRecord, FileRecord } from "../records.ts";
-import { ApiProblem } from "../problem.ts";
+import type { AdapterRecord } from "../records.ts";
+import { sliderPairs } from "../slider_pairs.ts";
 import { jobRoutes, present } from "./jobs.ts";
 import { COSTLY_HEADERS, describeAdapter } from "./predictions.ts";
 
@@ -66,25 +66,9 @@ export function trainingRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
           })));
         }
       }
-      if (body.method === "concept_slider" && body.input.pairs) {
-        work.pairs = await Promise.all(body.input.pairs.map(async (p, i) => ({
-          ...p,
-          low: await plan.image(p.low, `input.pairs.${i}.low`),
-          high: await plan.image(p.high, `input.pairs.${i}.high`),
-        })));
-        // A pair is one subject with less and more of the attribute: the same size (known from the upload).
-        for (const [i, p] of body.input.pairs.entries()) {
-          const [lo, hi] = await Promise.all(
-            [p.low, p.high].map((id) => edge.metadata.get<FileRecord>(["files", tenant.id, id])),
-          );
-          if (lo?.width && hi?.width && (lo.width !== hi.width || lo.height !== hi.height)) {
-            const reason =
-              `low is ${lo.width}x${lo.height}, high is ${hi.width}x${hi.height}; a pair must match`;
-            throw new ApiProblem(422, "invalid-request", "Invalid request", `input.pairs.${i}: ${reason}`, {
-              invalid_fields: [{ name: `input.pairs.${i}`, reason }],
-            });
-          }
-        }
+      if (body.method === "concept_slider") {
+        const pairs = await sliderPairs(edge, tenant.id, plan, body.input);
+        if (pairs) work.pairs = pairs;
       }
       if (body.method === "cidm") {
         const libs = await edge.metadata.list<AdapterRecord>(["adapters", tenant.id], { limit: 1000 });

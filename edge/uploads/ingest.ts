@@ -90,6 +90,30 @@ export function ingestImage(bytes: Uint8Array, name: string, limits: UploadLimit
 const SKIPPED = (name: string) =>
   name.endsWith("/") || name.startsWith("__MACOSX/") || /(^|\/)(\.DS_Store|\._[^/]*|Thumbs\.db)$/.test(name);
 
+/** An entry's path with `/` separators; `..`, absolute and drive paths are refused (names are keys, not paths). */
+function entryPath(path: string): string {
+  const p = path.replace(/\\/g, "/").replace(/^(\.\/)+/, "");
+  if (p.startsWith("/") || /^[A-Za-z]:/.test(p) || p.split("/").some((s) => s === ".." || s === "")) {
+    throw refuse(400, "invalid-zip", "Invalid zip", `${path}: entry paths must be relative, without ".."`);
+  }
+  return p;
+}
+
+/** `dir/` when every entry lies under the one folder `dir` (a zipped folder), else "". */
+function commonTopFolder(paths: string[]): string {
+  const tops = new Set(paths.map((p) => {
+    const e = entryPath(p);
+    return e.includes("/") ? e.slice(0, e.indexOf("/") + 1) : "";
+  }));
+  const [only] = tops;
+  return tops.size === 1 ? only : "";
+}
+
+/**
+ * The images of a zip, re-encoded, sorted by name. Names keep the entry's folders below a single common top
+ * folder (`rex/01.jpg` -> `01.png`, `slider/low/a.png` -> `low/a.png`), so folders such as a visual slider's
+ * `low/` and `high/` can hold images of the same file name; a caption is the `.txt` of the same path.
+ */
 export function ingestZip(bytes: Uint8Array, limits: UploadLimits): IngestedImage[] {
   let entries = 0, total = 0;
   let files: Record<string, Uint8Array>;
@@ -118,9 +142,11 @@ export function ingestZip(bytes: Uint8Array, limits: UploadLimits): IngestedImag
   }
   const images = new Map<string, IngestedImage>();
   const captions = new Map<string, string>();
+  const top = commonTopFolder(Object.keys(files));
   for (const [path, data] of Object.entries(files)) {
-    const base = path.slice(path.lastIndexOf("/") + 1);
-    const stem = base.replace(/\.[^.]*$/, "");
+    const rel = entryPath(path).slice(top.length);
+    const base = rel.slice(rel.lastIndexOf("/") + 1);
+    const stem = rel.slice(0, rel.length - base.length) + base.replace(/\.[^.]*$/, "");
     if (/\.txt$/i.test(base)) {
       let text: string;
       try {
@@ -147,7 +173,9 @@ export function ingestZip(bytes: Uint8Array, limits: UploadLimits): IngestedImag
         `${path}: neither an image (PNG, JPEG) nor a .txt caption`,
       );
     }
-    if (images.has(stem)) throw refuse(400, "invalid-zip", "Invalid zip", `two images are named "${stem}"`);
+    if (images.has(stem)) {
+      throw refuse(400, "invalid-zip", "Invalid zip", `two images are named "${stem}" (${path})`);
+    }
     images.set(stem, ingestImage(data, path, limits));
   }
   if (!images.size) throw refuse(400, "invalid-zip", "Invalid zip", "the zip holds no images");

@@ -216,7 +216,6 @@ const runCustomDiffusionMerge: MergeRun = async (ctx) => {
   };
 };
 
-/** Training methods this worker runs, by shared registry name (the others: concept_slider, cidm). */
 /**
  * Concept Sliders: a text slider from its prompts (no images), or a visual one from image pairs; the output is
  * a LoRA file (the slider) with its prompts and train method in the metadata.
@@ -257,6 +256,7 @@ const runConceptSlider: TrainingRun<"concept_slider"> = async (ctx) => {
   });
 };
 
+/** Training methods this worker runs, by shared registry name (not yet: cidm). */
 export const TRAINING_RUNS: { readonly [M in TrainingMethod]?: TrainingRun<M> } = {
   dreambooth: runDreamBooth,
   custom_diffusion: runCustomDiffusion,

@@ -43,3 +43,19 @@ export function imageRow(images: readonly RgbImage[]): RgbImage {
   }
   return { width, height: h, rgb };
 }
+
+/** Rows of images stacked top to bottom (a slider grid of several seeds: one {@link imageRow} per seed). */
+export function imageGrid(rows: readonly (readonly RgbImage[])[]): RgbImage {
+  if (!rows.length) throw new RangeError("imageGrid needs at least one row");
+  const lines = rows.map(imageRow);
+  const width = lines[0].width;
+  if (lines.some((l) => l.width !== width)) throw new RangeError("imageGrid: rows differ in width");
+  const height = lines.reduce((s, l) => s + l.height, 0);
+  const rgb = new Uint8Array(width * height * 3);
+  let offset = 0;
+  for (const l of lines) {
+    rgb.set(l.rgb, offset);
+    offset += l.rgb.length;
+  }
+  return { width, height, rgb };
+}

@@ -25,12 +25,73 @@ export const CONCEPT_SLIDER_STEPS = 1000;
 
 const FilePair = z.object({ low: FileId, high: FileId, scale: z.number().min(-10).max(10).default(1) })
   .strict();
-const needsPromptsOrPairs = (v: { kind: string; pairs?: unknown[]; positive?: string }) =>
-  v.kind === "visual" ? (v.pairs?.length ?? 0) > 0 : v.positive !== undefined;
+const needsPromptsOrPairs = (v: { kind: string; pairs?: unknown[]; images?: unknown; positive?: string }) =>
+  v.kind === "visual" ? (v.pairs?.length ?? 0) > 0 || v.images !== undefined : v.positive !== undefined;
 const promptsOrPairs = {
-  message: "a text slider needs positive (and negative); a visual slider needs pairs",
+  message:
+    "a text slider needs positive (and negative); a visual slider needs pairs, or images: one zip with folders verylow/low/high/veryhigh",
   path: ["kind"],
 };
+
+/**
+ * The sliders repository's visual-slider folders and the scale of each: an image `low/x.png` pairs with
+ * `high/x.png` (scale 1), `verylow/x.png` with `veryhigh/x.png` (scale 2).
+ */
+export const SLIDER_FOLDERS: Readonly<Record<string, number>> = {
+  verylow: -2,
+  low: -1,
+  high: 1,
+  veryhigh: 2,
+};
+
+/** A pair of a visual slider taken from folders: entry names as given. */
+export interface FolderPair {
+  low: string;
+  high: string;
+  scale: number;
+}
+
+/**
+ * Pairs a visual slider's images by folder and file name (`[prefix/]low/x.png` with `[prefix/]high/x.png`).
+ * Returns the pairs, or the reasons they cannot be made: an image outside the four folders, or one whose
+ * counterpart is missing (each named).
+ */
+export function pairsFromFolders(names: readonly string[]): { pairs: FolderPair[]; problems: string[] } {
+  const byFolder = new Map<number, Map<string, string>>();
+  const problems: string[] = [];
+  for (const name of names) {
+    const parts = name.split("/");
+    const folder = parts.length >= 2 ? parts[parts.length - 2] : "";
+    const scale = SLIDER_FOLDERS[folder];
+    if (scale === undefined) {
+      problems.push(`${name} is not in a folder verylow/, low/, high/ or veryhigh/`);
+      continue;
+    }
+    // Paired within the same parent folder: `a/low/x.png` with `a/high/x.png`.
+    const key = [...parts.slice(0, -2), parts[parts.length - 1].replace(/\.[^.]*$/, "")].join("/");
+    if (!byFolder.has(scale)) byFolder.set(scale, new Map());
+    byFolder.get(scale)!.set(key, name);
+  }
+  const pairs: FolderPair[] = [];
+  for (const scale of [1, 2]) {
+    const lows = byFolder.get(-scale) ?? new Map<string, string>(),
+      highs = byFolder.get(scale) ?? new Map<string, string>();
+    const [lo, hi] = scale === 1 ? ["low", "high"] : ["verylow", "veryhigh"];
+    const base = (key: string) => key.slice(key.lastIndexOf("/") + 1);
+    for (const [key, low] of lows) {
+      const high = highs.get(key);
+      if (high) pairs.push({ low, high, scale });
+      else problems.push(`${low} has no ${hi}/${base(key)}.* beside it to pair with`);
+    }
+    for (const [key, high] of highs) {
+      if (!lows.has(key)) problems.push(`${high} has no ${lo}/${base(key)}.* beside it to pair with`);
+    }
+  }
+  if (!pairs.length && !problems.length) {
+    problems.push("no images in folders verylow/, low/, high/, veryhigh/");
+  }
+  return { pairs, problems };
+}
 
 export const ConceptSliderInput = z.object({
   images: Images.optional(),
