@@ -50,6 +50,20 @@ export function mainObject(img: RgbImage) {
   return o ? { colour: o.colour, shape: o.shape, position: o.position, radius: o.radius } : null;
 }
 
+/**
+ * The largest object's size as the square root of its pixel share (0: no object): finer than the analyzer's
+ * bounding-box radius, which moves in whole pixels (1/64 of the side on the tiny model).
+ */
+export function objectSize(img: RgbImage): number {
+  return Math.sqrt(analyzeImage(img).objects[0]?.pixelFraction ?? 0);
+}
+
+/** Luminance (Rec. 601, 0..1) of the background the analyzer reads from the border. */
+export function backgroundLuminance(img: RgbImage): number {
+  const [r, g, b] = analyzeImage(img).backgroundRgb;
+  return (0.299 * r + 0.587 * g + 0.114 * b) / 255;
+}
+
 /** Whether the largest objects of two images agree on colour, shape and position (each on its own). */
 export function objectAgreement(
   a: RgbImage,
