@@ -1,7 +1,8 @@
 /**
  * Parity with the reference implementations: loads a fixture folder (config.json, weights.safetensors,
  * io.safetensors) as `../shared/reference/` lays it out, builds our graph for the config's kind, runs it,
- * and reports each output's relative error against what diffusers / OpenAI CLIP computed.
+ * and reports each output's relative error against what diffusers / OpenAI CLIP computed (or, for a SeeCoder
+ * fixture, the official Prompt-Free Diffusion modules).
  * When the fixture holds `grad.<name>` entries (PyTorch autograd of `sum(output * grad_output)`), the same
  * graph gets our backward pass appended and every gradient is compared too (tolerance 1e-3).
  * Used by the CI tests and by `deno task parity DIR`.
@@ -13,6 +14,7 @@ import { ModelContext } from "./layers.ts";
 import { buildUNet2DCondition, parseUNetConfig } from "./unet_2d_condition.ts";
 import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig } from "./autoencoder_kl.ts";
 import { buildClipTextModel, parseClipTextConfig } from "./clip_text_model.ts";
+import { buildSeeCoder, isSeeCoderBuffer, parseSeeCoderConfig } from "./seecoder.ts";
 import { OrtSession } from "../ort/session.ts";
 import { Tensor } from "../tensor.ts";
 import { relativeError } from "../testing.ts";
@@ -25,11 +27,14 @@ export interface ParityRow {
   tolerance: number;
 }
 
-export type FixtureKind = "unet" | "vae" | "clip_text";
+export type FixtureKind = "unet" | "vae" | "clip_text" | "seecoder";
 
 export function fixtureKind(config: Record<string, unknown>): FixtureKind {
   if (Array.isArray(config.architectures) && (config.architectures as string[]).includes("CLIPTextModel")) {
     return "clip_text";
+  }
+  if (Array.isArray(config.architectures) && (config.architectures as string[]).includes("SeeCoder")) {
+    return "seecoder";
   }
   if ("latent_channels" in config) return "vae";
   if ("down_block_types" in config && "cross_attention_dim" in config) return "unet";
@@ -98,6 +103,27 @@ export async function runModelParity(dir: string): Promise<ParityRow[]> {
     checkAllUsed(src, dir);
     const dec = await runGraph(gd, { latents: f32(io, "latents") });
     compare("decoded", dec.decoded, "decoded");
+  } else if (kind === "seecoder") {
+    // Every `embeddings<variant>[_batched]` in io: the plain and PA variants (PA when the name says so; the plain
+    // graph leaves the file's pe_layer unread), per image (default) or the official batched decoder attention.
+    const image = f32(io, "image"), dims = io.entry("image").shape;
+    for (const name of io.names().filter((n) => n.startsWith("embeddings"))) {
+      const pa = name.includes("_pa");
+      const cfg = parseSeeCoderConfig({
+        ...config,
+        qtransformer: { ...config.qtransformer, with_fea2d_pos: pa },
+      });
+      const g = new GraphBuilder("seecoder");
+      const src = WeightSource.fromFiles([weights]);
+      buildSeeCoder(new ModelContext(g, src), cfg, {
+        batch: dims[0],
+        height: dims[2],
+        width: dims[3],
+        decoderAttention: name.endsWith("_batched") ? "across_batch" : "per_image",
+      });
+      checkAllUsed(src, dir, (n) => isSeeCoderBuffer(n) || (!pa && n.includes(".pe_layer.")));
+      compare(name, (await runGraph(g, { image })).embeddings, name);
+    }
   } else {
     const g = new GraphBuilder("clip_text");
     const src = WeightSource.fromFiles([weights], "text_model.");
@@ -145,8 +171,8 @@ async function runWithGradients(
 }
 
 /** Fails when the weights file holds tensors the graph never used (config and weights disagree). */
-function checkAllUsed(src: WeightSource, dir: string) {
-  const unused = src.unused();
+function checkAllUsed(src: WeightSource, dir: string, ignore: (name: string) => boolean = () => false) {
+  const unused = src.unused().filter((n) => !ignore(n));
   if (unused.length) {
     throw new RangeError(
       `${dir}/weights.safetensors: ${unused.length} tensors unused by the graph: ${
