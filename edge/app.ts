@@ -21,6 +21,7 @@ import { OpenApi, route } from "./openapi.ts";
 import { ApiProblem, problemResponse } from "./problem.ts";
 import { accountRoutes } from "./routes/account.ts";
 import { adapterRoutes } from "./routes/adapters.ts";
+import { playgroundRoutes } from "./routes/playground.ts";
 import { docsRoutes } from "./routes/docs.ts";
 import { fileRoutes } from "./routes/files.ts";
 import { predictionRoutes } from "./routes/predictions.ts";
@@ -79,6 +80,7 @@ export function createEdgeApp(config: EdgeConfig | Edge): EdgeApp {
     responses: { 200: { description: "Models", schema: z.object({ data: z.array(ModelInfo) }) } },
   }, async (c) => c.json({ data: await availableModels(edge) }));
   docsRoutes(app, api);
+  playgroundRoutes(app, api);
   workerRoutes(app, api);
 
   app.use("/v1/*", async (c, next) => {

@@ -21,3 +21,20 @@ Deno.test("unknown routes are problem+json 404s", async () => {
   assertEquals(res.status, 404);
   assertEquals(res.headers.get("content-type"), "application/problem+json");
 });
+
+Deno.test("the playground: / redirects to it; page and script under a CSP with no inline script or eval", async () => {
+  const app = createApp({ modelsDir: MODELS });
+  const root = await app.request("/");
+  assertEquals([root.status, root.headers.get("location")], [302, "/playground"]);
+  const page = await app.request("/playground");
+  assertEquals(page.status, 200);
+  const csp = page.headers.get("content-security-policy") ?? "";
+  const scriptSrc = csp.split(";").map((d) => d.trim()).find((d) => d.startsWith("script-src"));
+  assertEquals(scriptSrc, "script-src 'self'", csp);
+  const html = await page.text();
+  assertEquals(html.includes('<script src="/playground/app.js"></script>'), true);
+  assertEquals(/<script>/.test(html), false, "no inline script");
+  const js = await app.request("/playground/app.js");
+  assertEquals([js.status, js.headers.get("content-type")], [200, "text/javascript; charset=utf-8"]);
+  new Function(await js.text()); // parses
+});
