@@ -5,9 +5,10 @@
  *
  * Usage: deno task eval [--model models/tiny-shapes] [--count 200] [--seed 1] [--steps 20] [--guidance 3]
  *          [--guidance-rescale 0]
- *          [--sheet out.png] [--recon]
+ *          [--sheet out.png] [--recon] [--json]
  * `--recon` measures the VAE alone instead: the held-out scenes rendered, encoded and decoded, then analyzed the
- * same way (the ceiling generation cannot pass).
+ * same way (the ceiling generation cannot pass). A progress bar on a terminal; `--json`: progress and the result
+ * (the rates) as JSON lines.
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
@@ -19,6 +20,21 @@ import {
 } from "../gpu-worker/eval/prompt_following.ts";
 import { isHeldOutShapeColour } from "../gpu-worker/shapesworld/world.ts";
 import { encodePng } from "../gpu-worker/image/png.ts";
+import { Progress, progressMode } from "./progress.ts";
+
+/** The generated images, ten to a row. */
+async function writeSheet(path: string, samples: Sample[]) {
+  const cols = 10, rows = Math.ceil(samples.length / cols);
+  const W = cols * 64, H = rows * 64;
+  const rgb = new Uint8Array(W * H * 3);
+  samples.forEach((s, k) => {
+    const ox = (k % cols) * 64, oy = Math.floor(k / cols) * 64;
+    for (let y = 0; y < 64; y++) {
+      rgb.set(s.image!.rgb.subarray(y * 64 * 3, (y + 1) * 64 * 3), ((oy + y) * W + ox) * 3);
+    }
+  });
+  await Deno.writeFile(path, encodePng({ width: W, height: H, rgb }));
+}
 
 if (import.meta.main) {
   const { values } = parseArgs({
@@ -32,16 +48,21 @@ if (import.meta.main) {
       "guidance-rescale": { type: "string" },
       sheet: { type: "string" },
       recon: { type: "boolean" },
+      json: { type: "boolean" },
     },
   });
   const runner = new EngineRunner();
+  const progress = new Progress("eval", progressMode(values.json));
+  const onProgress = (step: number, total: number) => progress.update({ step, total });
   try {
     const pipe = await StableDiffusionPipeline.load(values.model ?? "models/tiny-shapes", runner);
     if (values.recon) {
       const r = await evaluateReconstruction(pipe, {
         count: Number(values.count ?? 200),
         seed: Number(values.seed ?? 1),
+        onProgress,
       });
+      if (progress.result({ kind: "reconstruction", count: r.count, rates: r.rates })) Deno.exit(0);
       console.log(`VAE reconstructions of ${r.count} held-out renders (encode + decode, no diffusion):`);
       console.log(`background colour right: ${(100 * r.rates.background).toFixed(1)}%`);
       console.log(`object colour right:     ${(100 * r.rates.colour).toFixed(1)}%`);
@@ -56,7 +77,21 @@ if (import.meta.main) {
       guidanceScale: Number(values.guidance ?? 3),
       guidanceRescale: Number(values["guidance-rescale"] ?? 0),
       keepImages: !!values.sheet,
+      onProgress,
     });
+    if (values.sheet) await writeSheet(values.sheet, r.samples);
+    const seconds = (performance.now() - t0) / 1000;
+    if (
+      progress.result({
+        kind: "prompt_following",
+        count: r.samples.length,
+        rates: r.rates,
+        seconds,
+        sheet: values.sheet,
+      })
+    ) {
+      Deno.exit(0);
+    }
     const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
     console.log(`held-out prompts: ${r.samples.length}, ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     console.log(`background colour right: ${pct(r.rates.background)}`);
@@ -86,19 +121,7 @@ if (import.meta.main) {
     console.log(
       `object colour right, per held-out (shape, colour) pair: ${tally(heldPair, (s) => s.colour)}`,
     );
-    if (values.sheet) {
-      const cols = 10, rows = Math.ceil(r.samples.length / cols);
-      const W = cols * 64, H = rows * 64;
-      const rgb = new Uint8Array(W * H * 3);
-      r.samples.forEach((s, k) => {
-        const ox = (k % cols) * 64, oy = Math.floor(k / cols) * 64;
-        for (let y = 0; y < 64; y++) {
-          rgb.set(s.image!.rgb.subarray(y * 64 * 3, (y + 1) * 64 * 3), ((oy + y) * W + ox) * 3);
-        }
-      });
-      await Deno.writeFile(values.sheet, encodePng({ width: W, height: H, rgb }));
-      console.log(`contact sheet: ${values.sheet}`);
-    }
+    if (values.sheet) console.log(`contact sheet: ${values.sheet}`);
   } finally {
     runner.terminate();
   }

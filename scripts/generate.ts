@@ -1,14 +1,16 @@
 /**
- * Command-line generation: txt2img or img2img on a diffusers model folder, with a progress bar.
+ * Command-line generation: txt2img or img2img on a diffusers model folder, with a progress bar on a terminal
+ * (`--json`: progress and the result as JSON lines; `scripts/progress.ts`).
  *
  * Usage: deno task generate --model models/tiny-shapes --prompt "a red circle" --seed 1 --steps 20 --out out.png
  *   [--negative "..."] [--scheduler ddim|ddpm|euler|euler_a|dpmpp_2m] [--guidance 7.5] [--n 1]
  *   [--width W --height H] [--image in.png --strength 0.8] [--ep cpu|cuda|webgpu]
- *   [--slider FILE.safetensors [--scale S | --grid=-2,-1,0,1,2] [--slider-start 800]]
+ *   [--slider FILE.safetensors [--scale S | --grid=-2,-1,0,1,2] [--slider-start 800]] [--json]
  * With --n > 1, images are written as out-0.png, out-1.png, ... With --grid, one PNG holds the same seed at
  * each slider scale, left to right (a slider grid); with --n N as well, N rows, seeds seed..seed+N-1.
  */
 import { parseArgs } from "node:util";
+import { Progress, progressMode } from "./progress.ts";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
 import { StableDiffusionPipeline } from "../gpu-worker/pipelines/stable_diffusion.ts";
 import { decodePng, encodePng } from "../gpu-worker/image/png.ts";
@@ -21,19 +23,9 @@ import { imageGrid, SLIDER_START_TIMESTEP, sliderScale } from "../gpu-worker/pip
 const USAGE = `usage: deno task generate --model DIR --prompt TEXT [--seed N] [--steps N] [--out FILE.png]
   [--negative TEXT] [--scheduler NAME] [--guidance G] [--n N] [--width W] [--height H]
   [--image FILE.png --strength S] [--ep cpu|cuda|webgpu]
-  [--slider FILE.safetensors [--scale S | --grid=S1,S2,...] [--slider-start T]]`;
+  [--slider FILE.safetensors [--scale S | --grid=S1,S2,...] [--slider-start T]] [--json]`;
 
 const num = (name: string, v: string | undefined) => numberFlag(name, v);
-
-function bar(step: number, total: number, started: number): string {
-  const width = 30;
-  const done = Math.round((step / total) * width);
-  const elapsed = (performance.now() - started) / 1000;
-  const eta = step ? (elapsed / step) * (total - step) : 0;
-  return `[${"#".repeat(done)}${".".repeat(width - done)}] ${step}/${total} ${elapsed.toFixed(1)}s eta ${
-    eta.toFixed(1)
-  }s`;
-}
 
 async function main() {
   const { values } = parseArgs({
@@ -57,6 +49,7 @@ async function main() {
       scale: { type: "string" },
       grid: { type: "string" },
       "slider-start": { type: "string" },
+      json: { type: "boolean" },
       help: { type: "boolean" },
     },
   });
@@ -72,8 +65,7 @@ async function main() {
     });
     const loadS = (performance.now() - t0) / 1000;
     const image = values.image ? decodePng(await Deno.readFile(values.image)) : undefined;
-    const started = performance.now();
-    const enc = new TextEncoder();
+    const progress = new Progress("generate", progressMode(values.json));
     const slider = values.slider
       ? toLoraWeights(decodeLora(await Deno.readFile(values.slider), values.slider))
       : null;
@@ -103,39 +95,48 @@ async function main() {
             adapters: [{ lora: slider, scale: sliderScale(s, start) }],
           });
           row.push(r.images[0]);
-          Deno.stderr.writeSync(
-            enc.encode(`\rseed ${seed}: scale ${s} done (${row.length}/${scales.length})`),
-          );
+          progress.update({
+            step: rows.length * scales.length + row.length,
+            total: seeds.length * scales.length,
+          });
         }
         rows.push(row);
       }
       const out = values.out ?? "grid.png";
       await Deno.writeFile(out, encodePng(imageGrid(rows)));
-      console.log(
-        `\nwrote ${out}: scales ${scales.join(", ")} left to right` +
-          (seeds.length > 1 ? `, seeds ${seeds[0]}..${seeds[seeds.length - 1]} top to bottom` : ""),
-      );
+      if (!progress.result({ outputs: [out], scales, seeds })) {
+        console.log(
+          `wrote ${out}: scales ${scales.join(", ")} left to right` +
+            (seeds.length > 1 ? `, seeds ${seeds[0]}..${seeds[seeds.length - 1]} top to bottom` : ""),
+        );
+      }
       return;
     }
     const result = await pipe.generate({
       ...options,
       n: num("n", values.n),
       adapters: slider ? [{ lora: slider, scale: sliderScale(num("scale", values.scale) ?? 1, start) }] : [],
-      onStep: ({ step, total }) => {
-        Deno.stderr.writeSync(enc.encode(`\r${bar(step, total, started)}`));
-      },
+      onStep: ({ step, total }) => progress.update({ step, total }),
     });
-    Deno.stderr.writeSync(enc.encode("\n"));
+    progress.end();
     const out = values.out ?? "out.png";
     const paths = result.images.length === 1
       ? [out]
       : result.images.map((_, i) => out.replace(/(\.png)?$/i, `-${i}.png`));
     for (let i = 0; i < paths.length; i++) await Deno.writeFile(paths[i], encodePng(result.images[i]));
-    console.log(
-      `wrote ${paths.join(", ")} (seed ${result.seed}; load ${loadS.toFixed(2)}s, generate ${
-        (result.timings.totalMs / 1000).toFixed(2)
-      }s)`,
-    );
+    const done = {
+      outputs: paths,
+      seed: result.seed,
+      load_s: loadS,
+      generate_s: result.timings.totalMs / 1000,
+    };
+    if (!progress.result(done)) {
+      console.log(
+        `wrote ${paths.join(", ")} (seed ${result.seed}; load ${loadS.toFixed(2)}s, generate ${
+          (result.timings.totalMs / 1000).toFixed(2)
+        }s)`,
+      );
+    }
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);
     Deno.exitCode = 1;

@@ -3,26 +3,28 @@
  *
  * Usage: deno task train --model models/tiny-shapes --images DIR --prompt "a sks star" --method lora
  *          --steps 200 --out DIR [--lr 1e-3] [--rank 4] [--alpha 4] [--batch 1] [--seed 0]
- *          [--checkpoint-every 50] [--resume] [--no-flip]
+ *          [--checkpoint-every 50] [--resume] [--no-flip] [--json]
  *        deno task train --model models/tiny-shapes --method concept_slider --config slider.json --out DIR
- *          [--pairs DIR] [--steps N] [--lr LR] [--seed S]
- * Writes DIR/pytorch_lora_weights.safetensors (lora, concept_slider) or a full model folder (full); prints
- * progress. A slider's --config is the API's `concept_slider` input (JSON); --pairs makes it a visual slider
- * from a folder with verylow/ low/ high/ veryhigh/ images paired by file name.
+ *          [--pairs DIR] [--steps N] [--lr LR] [--seed S] [--json]
+ * Writes DIR/pytorch_lora_weights.safetensors (lora, concept_slider) or a full model folder (full). A
+ * progress bar (step, loss, rate, ETA) on a terminal; `--json`: progress and the result as JSON lines. A
+ * slider's --config is the API's `concept_slider` input (JSON); --pairs makes it a visual slider from a folder
+ * with verylow/ low/ high/ veryhigh/ images paired by file name.
  */
 import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
 import { fineTune } from "../gpu-worker/training/finetune.ts";
 import { numberFlag } from "./flags.ts";
+import { Progress, progressMode } from "./progress.ts";
 import { ConceptSliderInput } from "../shared/methods/concept_slider.ts";
 import { conceptSlider } from "../gpu-worker/methods/concept_slider.ts";
 import { folderPairs } from "../gpu-worker/methods/slider_folders.ts";
 
 const USAGE =
   `usage: deno task train --model DIR --images DIR --prompt TEXT --method lora|full --steps N --out DIR
-  [--lr LR] [--rank R] [--alpha A] [--batch B] [--seed S] [--checkpoint-every N] [--resume] [--no-flip]
+  [--lr LR] [--rank R] [--alpha A] [--batch B] [--seed S] [--checkpoint-every N] [--resume] [--no-flip] [--json]
        deno task train --model DIR --method concept_slider --config SLIDER.json --out DIR [--pairs DIR]
-  [--steps N] [--lr LR] [--seed S]`;
+  [--steps N] [--lr LR] [--seed S] [--json]`;
 
 const num = (name: string, v: string | undefined) => numberFlag(name, v);
 
@@ -43,6 +45,7 @@ const OPTIONS = {
   "checkpoint-every": { type: "string" },
   resume: { type: "boolean" },
   "no-flip": { type: "boolean" },
+  json: { type: "boolean" },
   help: { type: "boolean" },
 } as const;
 
@@ -56,12 +59,21 @@ function flags(args: string[]) {
   }
 }
 
-const progress = (
-  e: { step: number; steps: number; loss: number; stepsPerSecond: number; etaSeconds: number },
-) =>
-  `step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)} ${e.stepsPerSecond.toFixed(2)} steps/s eta ${
-    e.etaSeconds.toFixed(0)
-  }s`;
+/** The bar (a terminal), JSON lines (--json) or nothing; per-step figures from the training loop. */
+function reporter(values: ReturnType<typeof flags>) {
+  const p = new Progress("train", progressMode(values.json));
+  const update = (
+    e: { step: number; steps: number; loss: number; stepsPerSecond: number; etaSeconds: number },
+  ) =>
+    p.update({
+      step: e.step,
+      total: e.steps,
+      loss: e.loss,
+      stepsPerSecond: e.stepsPerSecond,
+      etaSeconds: e.etaSeconds,
+    });
+  return { p, update };
+}
 
 /** `--method concept_slider`: the API's input from --config, pairs from --pairs; exit 2 on a bad config. */
 async function trainSlider(values: ReturnType<typeof flags>) {
@@ -93,21 +105,26 @@ async function trainSlider(values: ReturnType<typeof flags>) {
   const runner = new EngineRunner();
   const ac = new AbortController();
   Deno.addSignalListener("SIGINT", () => ac.abort());
+  const rep = reporter(values);
   try {
     const pairs = pairsDir ? await folderPairs(pairsDir) : undefined;
+
     const r = await conceptSlider(runner, {
       model: values.model,
       out: values.out,
       config,
       pairs,
       signal: ac.signal,
-      onProgress: (e) => console.error(progress(e)),
-      onLog: (line) => console.error(line),
+      onProgress: rep.update,
+      onLog: (line) => rep.p.log(line),
     });
-    console.log(
-      `wrote ${r.file}; ${r.trainedParameters} trained parameters; ` +
-        `eval loss ${r.evalLoss.before.toFixed(4)} -> ${r.evalLoss.after.toFixed(4)}`,
-    );
+    const result = { outputs: [r.file], trained_parameters: r.trainedParameters, eval_loss: r.evalLoss };
+    if (!rep.p.result(result)) {
+      console.log(
+        `wrote ${r.file}; ${r.trainedParameters} trained parameters; ` +
+          `eval loss ${r.evalLoss.before.toFixed(4)} -> ${r.evalLoss.after.toFixed(4)}`,
+      );
+    }
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);
     Deno.exitCode = 1;
@@ -130,6 +147,7 @@ if (import.meta.main) {
   const runner = new EngineRunner();
   const ac = new AbortController();
   Deno.addSignalListener("SIGINT", () => ac.abort());
+  const rep = reporter(values);
   try {
     const r = await fineTune(runner, {
       model: values.model,
@@ -147,12 +165,15 @@ if (import.meta.main) {
       resume: values.resume,
       randomFlip: !values["no-flip"],
       signal: ac.signal,
-      onProgress: (e) => console.error(`${progress(e)} lr ${e.lr.toExponential(2)}`),
+      onProgress: rep.update,
     });
-    console.log(
-      `wrote ${r.outputs.join(", ")}; ${r.trainedParameters} trained parameters; ` +
-        `eval loss ${r.evalLoss.before.toFixed(4)} -> ${r.evalLoss.after.toFixed(4)}`,
-    );
+    const result = { outputs: r.outputs, trained_parameters: r.trainedParameters, eval_loss: r.evalLoss };
+    if (!rep.p.result(result)) {
+      console.log(
+        `wrote ${r.outputs.join(", ")}; ${r.trainedParameters} trained parameters; ` +
+          `eval loss ${r.evalLoss.before.toFixed(4)} -> ${r.evalLoss.after.toFixed(4)}`,
+      );
+    }
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);
     Deno.exitCode = 1;

@@ -23,11 +23,16 @@ Deno.test("deno task generate writes a 64x64 PNG, deterministically by seed", as
       "--seed",
       "3",
     ];
-    const a = await generate([...common, "--out", `${dir}/a.png`]);
+    const a = await generate([...common, "--out", `${dir}/a.png`, "--json"]);
     assertEquals(a.code, 0, a.stderr);
-    assert(a.stderr.includes("8/8"), "the progress bar reaches the last step");
+    const lines = a.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const last = lines.filter((l) => l.type === "progress").at(-1);
+    assertEquals([last.step, last.total], [8, 8], "progress reaches the last step");
+    assertEquals([lines.at(-1).type, lines.at(-1).outputs, lines.at(-1).seed], ["result", [`${dir}/a.png`], 3]);
     const b = await generate([...common, "--out", `${dir}/b.png`]);
     assertEquals(b.code, 0, b.stderr);
+    assert(!b.stderr.includes("8/8"), "no progress bar when stdout is not a terminal");
+    assert(b.stdout.startsWith(`wrote ${dir}/b.png`), b.stdout);
     const pa = await Deno.readFile(`${dir}/a.png`);
     assertEquals(pa, await Deno.readFile(`${dir}/b.png`));
     const img = decodePng(pa);

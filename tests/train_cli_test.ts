@@ -43,7 +43,8 @@ Deno.test("deno task train writes a LoRA adapter and reports the evaluation loss
       ...["--method", "lora", "--steps", "5", "--rank", "2", "--seed", "1", "--out", out],
     ]);
     assertEquals(r.code, 0, r.stderr);
-    assert(r.stderr.includes("step 5/5 loss "), `progress reaches the last step: ${r.stderr}`);
+    // stdout is a pipe here: no progress bar, only the result.
+    assert(!r.stderr.includes("5/5"), `no progress when stdout is not a terminal: ${r.stderr}`);
     assert(r.stdout.includes(`wrote ${out}/${LORA_FILE_NAME}`), r.stdout);
     const m = r.stdout.match(/eval loss (\d+\.\d{4}) -> (\d+\.\d{4})/);
     assert(m && Number(m[1]) > 0 && Number(m[2]) > 0, `eval loss line: ${r.stdout}`);
@@ -97,10 +98,15 @@ Deno.test("deno task train --method concept_slider: a visual slider from low/hig
     const out = `${dir}/bright`;
     const r = await train([
       ...["--model", "models/tiny-shapes", "--method", "concept_slider", "--config", `${dir}/slider.json`],
-      ...["--pairs", `${dir}/pairs`, "--steps", "3", "--out", out],
+      ...["--pairs", `${dir}/pairs`, "--steps", "3", "--out", out, "--json"],
     ]);
     assertEquals(r.code, 0, r.stderr);
-    assert(r.stderr.includes("step 3/3 loss "), r.stderr);
+    // --json: stdout is JSON lines only; progress to the last step (with its loss), then the result.
+    const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const last = lines.filter((l) => l.type === "progress").at(-1);
+    assertEquals([last.step, last.total, typeof last.loss, typeof last.eta_s], [3, 3, "number", "number"]);
+    assertEquals(lines.at(-1).type, "result");
+    assertEquals(lines.at(-1).outputs, [`${out}/${LORA_FILE_NAME}`]);
     const lora = decodeLora(await Deno.readFile(`${out}/${LORA_FILE_NAME}`), LORA_FILE_NAME);
     assertEquals([lora.rank, lora.info?.kind], [2, "visual"]);
 

@@ -25,6 +25,8 @@ export interface PromptFollowingOptions {
   guidanceRescale?: number;
   /** Also keep the images (for a contact sheet). */
   keepImages?: boolean;
+  /** After each prompt: how many are done, of how many. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface PromptFollowingSample {
@@ -59,7 +61,8 @@ export async function evaluatePromptFollowing(
 ): Promise<PromptFollowingResult> {
   const seed = o.seed ?? 0;
   const samples: PromptFollowingSample[] = [];
-  for (const [i, { scene, prompt }] of heldOutPrompts(o.count, seed).entries()) {
+  const prompts = heldOutPrompts(o.count, seed);
+  for (const [i, { scene, prompt }] of prompts.entries()) {
     const { images } = await pipe.generate({
       prompt,
       seed: seed * 100_003 + i,
@@ -80,6 +83,7 @@ export async function evaluatePromptFollowing(
       found: { background: a.background, colour: obj?.colour ?? null, shape: obj?.shape ?? null },
       image: o.keepImages ? images[0] : undefined,
     });
+    o.onProgress?.(i + 1, prompts.length);
   }
   const rate = (k: "background" | "colour" | "shape") => samples.filter((s) => s[k]).length / samples.length;
   return { rates: { background: rate("background"), colour: rate("colour"), shape: rate("shape") }, samples };
@@ -91,11 +95,11 @@ export async function evaluatePromptFollowing(
  */
 export async function evaluateReconstruction(
   pipe: StableDiffusionPipeline,
-  o: { count: number; seed?: number },
+  o: { count: number; seed?: number; onProgress?: (done: number, total: number) => void },
 ): Promise<{ count: number; rates: PromptFollowingResult["rates"] }> {
   let background = 0, colour = 0, shape = 0;
   const prompts = heldOutPrompts(o.count, o.seed ?? 0);
-  for (const { scene } of prompts) {
+  for (const [i, { scene }] of prompts.entries()) {
     const [rec] = await pipe.decodeLatents(await pipe.encodeImages([renderScene(scene, 64)]));
     const a = analyzeImage(rec);
     const want = scene.objects[0];
@@ -103,6 +107,7 @@ export async function evaluateReconstruction(
     if (a.background === scene.background) background++;
     if (obj?.colour === want.colour) colour++;
     if (obj?.shape === want.shape) shape++;
+    o.onProgress?.(i + 1, prompts.length);
   }
   const n = prompts.length;
   return { count: n, rates: { background: background / n, colour: colour / n, shape: shape / n } };
