@@ -75,6 +75,24 @@ function reporter(values: ReturnType<typeof flags>) {
   return { p, update };
 }
 
+/** The result: a JSON line (--json) or the text line. */
+function report(
+  p: Progress,
+  outputs: string[],
+  r: { trainedParameters: number; evalLoss: { before: number; after: number } },
+) {
+  if (p.result({ outputs, trained_parameters: r.trainedParameters, eval_loss: r.evalLoss })) return;
+  console.log(
+    `wrote ${outputs.join(", ")}; ${r.trainedParameters} trained parameters; ` +
+      `eval loss ${r.evalLoss.before.toFixed(4)} -> ${r.evalLoss.after.toFixed(4)}`,
+  );
+}
+
+function failed(e: unknown) {
+  console.error(`error: ${(e as Error).message}`);
+  Deno.exitCode = 1;
+}
+
 /** `--method concept_slider`: the API's input from --config, pairs from --pairs; exit 2 on a bad config. */
 async function trainSlider(values: ReturnType<typeof flags>) {
   if (!values.model || !values.config || !values.out) {
@@ -118,16 +136,9 @@ async function trainSlider(values: ReturnType<typeof flags>) {
       onProgress: rep.update,
       onLog: (line) => rep.p.log(line),
     });
-    const result = { outputs: [r.file], trained_parameters: r.trainedParameters, eval_loss: r.evalLoss };
-    if (!rep.p.result(result)) {
-      console.log(
-        `wrote ${r.file}; ${r.trainedParameters} trained parameters; ` +
-          `eval loss ${r.evalLoss.before.toFixed(4)} -> ${r.evalLoss.after.toFixed(4)}`,
-      );
-    }
+    report(rep.p, [r.file], r);
   } catch (e) {
-    console.error(`error: ${(e as Error).message}`);
-    Deno.exitCode = 1;
+    failed(e);
   } finally {
     runner.terminate();
   }
@@ -167,16 +178,9 @@ if (import.meta.main) {
       signal: ac.signal,
       onProgress: rep.update,
     });
-    const result = { outputs: r.outputs, trained_parameters: r.trainedParameters, eval_loss: r.evalLoss };
-    if (!rep.p.result(result)) {
-      console.log(
-        `wrote ${r.outputs.join(", ")}; ${r.trainedParameters} trained parameters; ` +
-          `eval loss ${r.evalLoss.before.toFixed(4)} -> ${r.evalLoss.after.toFixed(4)}`,
-      );
-    }
+    report(rep.p, r.outputs, r);
   } catch (e) {
-    console.error(`error: ${(e as Error).message}`);
-    Deno.exitCode = 1;
+    failed(e);
   } finally {
     runner.terminate();
   }

@@ -42,6 +42,12 @@ Deno.test({
     page.on("pageerror", (err) => errors.push(err.message));
     try {
       const balance = async () => Number(await page.textContent("#balance"));
+      const trainToEnd = async () => {
+        await page.click("#train");
+        await page.locator("#train-status").filter({ hasText: ENDED }).waitFor({ timeout: 90_000 });
+        const shown = await page.textContent("#status") ?? "";
+        assertEquals(await page.textContent("#train-status"), "succeeded", shown);
+      };
       await page.goto(`${e.url}/`);
       assertEquals(new URL(page.url()).pathname, "/playground");
       await page.fill("#key", e.keyA);
@@ -57,13 +63,7 @@ Deno.test({
       await page.fill("#steps", "3");
       await page.fill("#class_word", "star");
       await page.uncheck("#prior");
-      await page.click("#train");
-      await page.locator("#train-status").filter({ hasText: ENDED }).waitFor({ timeout: 90_000 });
-      assertEquals(
-        await page.textContent("#train-status"),
-        "succeeded",
-        await page.textContent("#status") ?? "",
-      );
+      await trainToEnd();
       // Progress events are throttled, so the curve has a point per event that came, not one per step.
       assert(Number(await page.getAttribute("#loss", "data-points")) >= 1, "the loss curve has points");
       assert(
@@ -79,13 +79,7 @@ Deno.test({
       await page.fill("#positive", "a large red circle, white background");
       await page.fill("#negative", "a small red circle, white background");
       await page.fill("#target", "a red circle, white background");
-      await page.click("#train");
-      await page.locator("#train-status").filter({ hasText: ENDED }).waitFor({ timeout: 90_000 });
-      assertEquals(
-        await page.textContent("#train-status"),
-        "succeeded",
-        await page.textContent("#status") ?? "",
-      );
+      await trainToEnd();
 
       // Generate with the adapter on and the slider at 2 (its range input).
       await page.fill("#prompt", "a sks star");
