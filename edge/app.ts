@@ -22,6 +22,8 @@ import { ApiProblem, problemResponse } from "./problem.ts";
 import { accountRoutes } from "./routes/account.ts";
 import { adapterRoutes } from "./routes/adapters.ts";
 import { playgroundRoutes } from "./routes/playground.ts";
+import { openAiImageRoutes } from "./routes/openai_images.ts";
+import { OPENAI_PATHS, openAiErrorResponse } from "./openai_errors.ts";
 import { docsRoutes } from "./routes/docs.ts";
 import { fileRoutes } from "./routes/files.ts";
 import { predictionRoutes } from "./routes/predictions.ts";
@@ -47,19 +49,27 @@ export function createEdgeApp(config: EdgeConfig | Edge): EdgeApp {
     c.set("edge", edge);
     await next();
   });
+  // Problem+json everywhere, except OpenAI's error shape under its routes (`openai_errors.ts`).
+  const answer = (p: ApiProblem, path: string) =>
+    OPENAI_PATHS.test(path) ? openAiErrorResponse(p) : problemResponse(p, path);
   app.onError((err, c) => {
-    if (err instanceof ApiProblem) return problemResponse(err, c.req.path);
-    if (err instanceof BrokerBusyError) return problemResponse(busy(err), c.req.path);
+    if (err instanceof ApiProblem) return answer(err, c.req.path);
+    if (err instanceof BrokerBusyError) return answer(busy(err), c.req.path);
     console.error(`${c.req.method} ${c.req.path}:`, err);
-    return problemResponse(
+    return answer(
       new ApiProblem(500, "about:blank", "Internal Server Error", "the server failed; it was logged"),
       c.req.path,
     );
   });
   app.notFound((c) =>
-    problemResponse(
-      new ApiProblem(404, "about:blank", "Not Found", `no route for ${c.req.method} ${c.req.path}`),
-    )
+    OPENAI_PATHS.test(c.req.path)
+      ? answer(
+        new ApiProblem(404, "about:blank", "Not Found", `no route for ${c.req.method} ${c.req.path}`),
+        c.req.path,
+      )
+      : problemResponse(
+        new ApiProblem(404, "about:blank", "Not Found", `no route for ${c.req.method} ${c.req.path}`),
+      )
   );
 
   route(app, api, {
@@ -124,6 +134,7 @@ export function createEdgeApp(config: EdgeConfig | Edge): EdgeApp {
   trainingRoutes(app, api);
   adapterRoutes(app, api);
   predictionRoutes(app, api);
+  openAiImageRoutes(app, api);
   accountRoutes(app, api);
   return { app, edge, api };
 }

@@ -85,7 +85,7 @@ export interface EdgeEnv {
     tenant: Tenant;
     /** The rate limiter's key: the API key's hash. */
     keyHash: string;
-    rawBody?: Uint8Array;
+    rawBody?: Uint8Array<ArrayBuffer>;
     /** The Idempotency-Key and the request's fingerprint, when the client sent a key. */
     idempotencyKey?: string;
   };

@@ -16,7 +16,7 @@ import type { MiddlewareHandler } from "hono";
 import type { z } from "zod";
 import { sha256Hex } from "../shared/blob_store.ts";
 import { parseJson, readBody, validate } from "./body.ts";
-import { type EdgeContext, type EdgeEnv, idempotentId, newId } from "./context.ts";
+import { type Edge, type EdgeContext, type EdgeEnv, idempotentId, newId } from "./context.ts";
 import { ApiProblem } from "./problem.ts";
 
 const TTL_MS = 24 * 3600_000;
@@ -41,20 +41,46 @@ function canonical(v: unknown): string {
   return JSON.stringify(v);
 }
 
-async function fingerprintOf(method: string, path: string, raw: Uint8Array): Promise<string> {
-  let body: string;
+/** A multipart form's fields, files by their content's hash (the boundary differs on every retry). */
+async function formFingerprint(raw: Uint8Array<ArrayBuffer>, type: string): Promise<string | null> {
   try {
-    body = canonical(JSON.parse(new TextDecoder().decode(raw)));
+    const form = await new Request("http://form/", {
+      method: "POST",
+      headers: { "content-type": type },
+      body: raw,
+    })
+      .formData();
+    const fields: [string, string][] = [];
+    for (const [k, v] of form.entries()) {
+      fields.push([
+        k,
+        typeof v === "string" ? v : `file:${await sha256Hex(new Uint8Array(await v.arrayBuffer()))}`,
+      ]);
+    }
+    return canonical(fields.sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : 1));
   } catch {
-    body = `bytes:${await sha256Hex(raw)}`;
+    return null;
+  }
+}
+
+async function fingerprintOf(method: string, path: string, raw: Uint8Array<ArrayBuffer>, type: string) {
+  let body: string | null = null;
+  if (/^multipart\/form-data\b/i.test(type)) body = await formFingerprint(raw, type);
+  if (body === null) {
+    try {
+      body = canonical(JSON.parse(new TextDecoder().decode(raw)));
+    } catch {
+      body = `bytes:${await sha256Hex(raw)}`;
+    }
   }
   return sha256Hex(`${method} ${path}\n${body}`);
 }
 
-export function idempotency(): MiddlewareHandler<EdgeEnv> {
+/** `maxBytes`: the largest body the route takes (default the JSON limit; uploads give theirs). */
+export function idempotency(o: { maxBytes?: (edge: Edge) => number } = {}): MiddlewareHandler<EdgeEnv> {
   return async (c, next) => {
     const edge = c.get("edge");
-    const raw = await readBody(c.req.raw, edge.maxJsonBytes);
+    const raw = await readBody(c.req.raw, o.maxBytes?.(edge) ?? edge.maxJsonBytes);
     c.set("rawBody", raw);
     const key = c.req.header("idempotency-key");
     if (key === undefined) return await next();
@@ -67,7 +93,12 @@ export function idempotency(): MiddlewareHandler<EdgeEnv> {
       );
     }
     const storeKey = ["idempotency", c.get("tenant").id, key];
-    const fingerprint = await fingerprintOf(c.req.method, c.req.path, raw);
+    const fingerprint = await fingerprintOf(
+      c.req.method,
+      c.req.path,
+      raw,
+      c.req.header("content-type") ?? "",
+    );
     for (let attempt = 0;; attempt++) {
       const rec = await edge.metadata.get<IdempotencyRecord>(storeKey);
       if (rec) {

@@ -7,7 +7,7 @@ import { FileObject, UploadForm } from "../../shared/files.ts";
 import { JobList } from "../../shared/jobs.ts";
 import { readBody } from "../body.ts";
 import { contentDisposition } from "../content_disposition.ts";
-import { type EdgeEnv, newId, originOf, param } from "../context.ts";
+import { type Edge, type EdgeContext, type EdgeEnv, newId, originOf, param } from "../context.ts";
 import { type OpenApi, route } from "../openapi.ts";
 import { ApiProblem } from "../problem.ts";
 import { type FileRecord, ownedFile, presentFile } from "../records.ts";
@@ -19,6 +19,75 @@ const EXTENSIONS: Record<string, string> = {
   "application/zip": "zip",
   "application/vnd.safetensors": "safetensors",
 };
+
+/** A multipart form of at most `limit` bytes of files (415 for another content type, 400 when unreadable). */
+export async function readMultipart(c: EdgeContext, limit: number, expected: string): Promise<FormData> {
+  const type = c.req.header("content-type") ?? "";
+  if (!/^multipart\/form-data\b/i.test(type)) {
+    throw new ApiProblem(
+      415,
+      "unsupported-media-type",
+      "Unsupported Media Type",
+      `expected multipart/form-data ${expected}, got "${type}"`,
+    );
+  }
+  const raw = c.get("rawBody") ?? await readBody(c.req.raw, limit + FORM_OVERHEAD);
+  try {
+    return await new Request("http://upload/", {
+      method: "POST",
+      headers: { "content-type": type },
+      body: raw,
+    }).formData();
+  } catch (e) {
+    throw new ApiProblem(
+      400,
+      "malformed-body",
+      "Malformed body",
+      `not a readable multipart form: ${(e as Error).message}`,
+    );
+  }
+}
+
+/** Checks an upload by content (`uploads/ingest.ts`), stores its bytes and its record; returns the record. */
+export async function storeUpload(
+  edge: Edge,
+  tenant: string,
+  bytes: Uint8Array,
+  filename: string | null,
+  metadata: Record<string, unknown> = {},
+): Promise<FileRecord> {
+  const up = ingestUpload(bytes, filename, edge.uploadLimits);
+  const ref = await edge.blobs.put(up.bytes);
+  const rec: FileRecord = {
+    id: newId("file"),
+    tenant,
+    kind: up.kind,
+    content_type: up.contentType,
+    size: ref.size,
+    sha256: ref.sha256,
+    filename,
+    metadata,
+    created_at: new Date(edge.now()).toISOString(),
+  };
+  if (up.kind === "image") Object.assign(rec, { width: up.width, height: up.height });
+  if (up.kind === "safetensors") rec.tensors = up.tensors;
+  if (up.kind === "zip") {
+    rec.entries = [];
+    for (const img of up.images) {
+      const r = await edge.blobs.put(img.png);
+      rec.entries.push({
+        name: img.name,
+        width: img.width,
+        height: img.height,
+        sha256: r.sha256,
+        size: r.size,
+        ...(img.caption !== undefined ? { caption: img.caption } : {}),
+      });
+    }
+  }
+  await edge.metadata.set(["files", tenant, rec.id], rec);
+  return rec;
+}
 
 export function fileRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
   const tags = ["files"];
@@ -35,32 +104,8 @@ export function fileRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
   }, async (c) => {
     const edge = c.get("edge");
     const tenant = c.get("tenant");
-    const type = c.req.header("content-type") ?? "";
-    if (!/^multipart\/form-data\b/i.test(type)) {
-      throw new ApiProblem(
-        415,
-        "unsupported-media-type",
-        "Unsupported Media Type",
-        `expected multipart/form-data with a "content" file, got "${type}"`,
-      );
-    }
     const limit = edge.uploadLimits.maxBytes;
-    const raw = await readBody(c.req.raw, limit + FORM_OVERHEAD);
-    let form: FormData;
-    try {
-      form = await new Request("http://upload/", {
-        method: "POST",
-        headers: { "content-type": type },
-        body: raw,
-      }).formData();
-    } catch (e) {
-      throw new ApiProblem(
-        400,
-        "malformed-body",
-        "Malformed body",
-        `not a readable multipart form: ${(e as Error).message}`,
-      );
-    }
+    const form = await readMultipart(c, limit, 'with a "content" file');
     const content = form.get("content");
     if (!(content instanceof File)) {
       throw new ApiProblem(
@@ -101,36 +146,13 @@ export function fileRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
         );
       }
     }
-    const up = ingestUpload(new Uint8Array(await content.arrayBuffer()), filename, edge.uploadLimits);
-    const ref = await edge.blobs.put(up.bytes);
-    const rec: FileRecord = {
-      id: newId("file"),
-      tenant: tenant.id,
-      kind: up.kind,
-      content_type: up.contentType,
-      size: ref.size,
-      sha256: ref.sha256,
+    const rec = await storeUpload(
+      edge,
+      tenant.id,
+      new Uint8Array(await content.arrayBuffer()),
       filename,
       metadata,
-      created_at: new Date(edge.now()).toISOString(),
-    };
-    if (up.kind === "image") Object.assign(rec, { width: up.width, height: up.height });
-    if (up.kind === "safetensors") rec.tensors = up.tensors;
-    if (up.kind === "zip") {
-      rec.entries = [];
-      for (const img of up.images) {
-        const r = await edge.blobs.put(img.png);
-        rec.entries.push({
-          name: img.name,
-          width: img.width,
-          height: img.height,
-          sha256: r.sha256,
-          size: r.size,
-          ...(img.caption !== undefined ? { caption: img.caption } : {}),
-        });
-      }
-    }
-    await edge.metadata.set(["files", tenant.id, rec.id], rec);
+    );
     const body = presentFile(rec, originOf(c));
     return c.json(body, 201, { Location: body.urls.get });
   });

@@ -9,7 +9,7 @@ import { isTerminal } from "../../shared/job_lifecycle.ts";
 import { predictionFeatures } from "../../shared/methods.ts";
 import { CreatePredictionRequest, Prediction, type PredictionWork } from "../../shared/prediction.ts";
 import { requireServed } from "../capabilities.ts";
-import { type EdgeEnv, originOf } from "../context.ts";
+import { type EdgeContext, type EdgeEnv, originOf } from "../context.ts";
 import { idempotency, jobId, jsonBody } from "../idempotency.ts";
 import { acceptJob, announce, BlobPlan, preferWaitMs, unknownRef, waitForJob } from "../jobs.ts";
 import { requireModel } from "../models.ts";
@@ -51,6 +51,105 @@ function checkFullModels(used: { id: string; scale: number }[], byId: Map<string
   }
 }
 
+/**
+ * Checks a prediction request (model, served features, adapter and slider ids, routing), resolves its blobs,
+ * reserves its price and queues it; returns the job and whether this call created it. The native route and
+ * the OpenAI-compatible ones share it.
+ */
+export async function acceptPrediction(c: EdgeContext, body: CreatePredictionRequest) {
+  const edge = c.get("edge");
+  const tenant = c.get("tenant");
+  const input = body.input;
+  await requireModel(edge, body.base_model);
+  await requireServed(edge, {
+    kind: "prediction",
+    baseModel: body.base_model,
+    features: predictionFeatures(input),
+  });
+  const owned = (await edge.metadata.list<AdapterRecord>(["adapters", tenant.id], { limit: 1000 })).items
+    .map((i) => i.value);
+  const byId = new Map(owned.map((a) => [a.id, a]));
+  const check = (id: string, field: string) => {
+    const a = byId.get(id);
+    if (!a) throw unknownRef(field, `no adapter "${id}"`);
+    if (a.base_model !== body.base_model) {
+      throw unknownRef(
+        field,
+        `adapter "${id}" is for base model ${a.base_model}`,
+      );
+    }
+    return a;
+  };
+  input.adapters.forEach((a, i) => check(a.id, `input.adapters.${i}.id`));
+  input.sliders.forEach((s, i) => {
+    const a = check(s.id, `input.sliders.${i}.id`);
+    if (a.kind !== "slider") {
+      throw new ApiProblem(
+        422,
+        "not-a-slider",
+        "Not a slider",
+        `input.sliders.${i}.id: "${s.id}" is a ${a.kind}, not a slider (list it in input.adapters)`,
+        {
+          invalid_fields: [{
+            name: `input.sliders.${i}.id`,
+            reason: `a ${a.kind} adapter, not a slider`,
+          }],
+        },
+      );
+    }
+  });
+  input.regions.forEach((r, i) =>
+    r.adapters?.forEach((id, j) => check(id, `input.regions.${i}.adapters.${j}`))
+  );
+  const routed = routePrompt(input.prompt, input, owned, body.base_model);
+  checkFullModels(routed.adapters, byId);
+
+  const plan = new BlobPlan(edge, tenant.id);
+  if (input.image) await plan.image(input.image, "input.image");
+  if (input.reference_image) await plan.image(input.reference_image, "input.reference_image");
+  const used = new Set([...routed.adapters, ...routed.sliders].map((a) => a.id));
+  for (const r of input.regions) for (const id of r.adapters ?? []) used.add(id);
+  for (const id of used) plan.adapter(id, { sha256: byId.get(id)!.sha256, size: byId.get(id)!.size });
+
+  const { job, created } = await acceptJob(edge, {
+    id: await jobId(c, "p"),
+    tenant: tenant.id,
+    kind: "prediction",
+    baseModel: body.base_model,
+    method: null,
+    price: predictionPrice(input),
+    request: {
+      base_model: body.base_model,
+      input,
+      adapters: [
+        ...routed.adapters,
+        ...routed.sliders.map(({ id, scale, routed }) => ({ id, scale, routed })),
+      ],
+      webhook: body.webhook,
+      webhook_events_filter: body.webhook_events_filter,
+      origin: originOf(c),
+    },
+    work: {
+      input: {
+        ...input,
+        prompt: routed.prompt,
+        adapters: routed.adapters.map((a) => ({ ...describeAdapter(byId.get(a.id)!), scale: a.scale })),
+        sliders: routed.sliders.map((s) => ({
+          ...describeAdapter(byId.get(s.id)!),
+          scale: s.scale,
+          start_step: s.start_step,
+        })),
+        // Regions keep their adapter ids (PredictionInput's shape); what those adapters are is here:
+        region_adapters: [...new Set(input.regions.flatMap((r) => r.adapters ?? []))]
+          .map((id) => describeAdapter(byId.get(id)!)),
+      } satisfies PredictionWork,
+      blobs: plan.blobs,
+    },
+  });
+  if (created) announce(edge, null, job);
+  return job;
+}
+
 export function predictionRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
   route(
     app,
@@ -76,96 +175,7 @@ export function predictionRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     idempotency(),
     async (c) => {
       const edge = c.get("edge");
-      const tenant = c.get("tenant");
-      const body = await jsonBody(c, CreatePredictionRequest);
-      const input = body.input;
-      await requireModel(edge, body.base_model);
-      await requireServed(edge, {
-        kind: "prediction",
-        baseModel: body.base_model,
-        features: predictionFeatures(input),
-      });
-      const owned = (await edge.metadata.list<AdapterRecord>(["adapters", tenant.id], { limit: 1000 })).items
-        .map((i) => i.value);
-      const byId = new Map(owned.map((a) => [a.id, a]));
-      const check = (id: string, field: string) => {
-        const a = byId.get(id);
-        if (!a) throw unknownRef(field, `no adapter "${id}"`);
-        if (a.base_model !== body.base_model) {
-          throw unknownRef(
-            field,
-            `adapter "${id}" is for base model ${a.base_model}`,
-          );
-        }
-        return a;
-      };
-      input.adapters.forEach((a, i) => check(a.id, `input.adapters.${i}.id`));
-      input.sliders.forEach((s, i) => {
-        const a = check(s.id, `input.sliders.${i}.id`);
-        if (a.kind !== "slider") {
-          throw new ApiProblem(
-            422,
-            "not-a-slider",
-            "Not a slider",
-            `input.sliders.${i}.id: "${s.id}" is a ${a.kind}, not a slider (list it in input.adapters)`,
-            {
-              invalid_fields: [{
-                name: `input.sliders.${i}.id`,
-                reason: `a ${a.kind} adapter, not a slider`,
-              }],
-            },
-          );
-        }
-      });
-      input.regions.forEach((r, i) =>
-        r.adapters?.forEach((id, j) => check(id, `input.regions.${i}.adapters.${j}`))
-      );
-      const routed = routePrompt(input.prompt, input, owned, body.base_model);
-      checkFullModels(routed.adapters, byId);
-
-      const plan = new BlobPlan(edge, tenant.id);
-      if (input.image) await plan.image(input.image, "input.image");
-      if (input.reference_image) await plan.image(input.reference_image, "input.reference_image");
-      const used = new Set([...routed.adapters, ...routed.sliders].map((a) => a.id));
-      for (const r of input.regions) for (const id of r.adapters ?? []) used.add(id);
-      for (const id of used) plan.adapter(id, { sha256: byId.get(id)!.sha256, size: byId.get(id)!.size });
-
-      const { job, created } = await acceptJob(edge, {
-        id: await jobId(c, "p"),
-        tenant: tenant.id,
-        kind: "prediction",
-        baseModel: body.base_model,
-        method: null,
-        price: predictionPrice(input),
-        request: {
-          base_model: body.base_model,
-          input,
-          adapters: [
-            ...routed.adapters,
-            ...routed.sliders.map(({ id, scale, routed }) => ({ id, scale, routed })),
-          ],
-          webhook: body.webhook,
-          webhook_events_filter: body.webhook_events_filter,
-          origin: originOf(c),
-        },
-        work: {
-          input: {
-            ...input,
-            prompt: routed.prompt,
-            adapters: routed.adapters.map((a) => ({ ...describeAdapter(byId.get(a.id)!), scale: a.scale })),
-            sliders: routed.sliders.map((s) => ({
-              ...describeAdapter(byId.get(s.id)!),
-              scale: s.scale,
-              start_step: s.start_step,
-            })),
-            // Regions keep their adapter ids (PredictionInput's shape); what those adapters are is here:
-            region_adapters: [...new Set(input.regions.flatMap((r) => r.adapters ?? []))]
-              .map((id) => describeAdapter(byId.get(id)!)),
-          } satisfies PredictionWork,
-          blobs: plan.blobs,
-        },
-      });
-      if (created) announce(edge, null, job);
+      const job = await acceptPrediction(c, await jsonBody(c, CreatePredictionRequest));
       const wait = preferWaitMs(c.req.header("prefer"));
       const final = wait ? await waitForJob(edge, job, wait) : job;
       const out = await present(c, final);
