@@ -28,7 +28,11 @@ Deno.test("deno task generate writes a 64x64 PNG, deterministically by seed", as
     const lines = a.stdout.trim().split("\n").map((l) => JSON.parse(l));
     const last = lines.filter((l) => l.type === "progress").at(-1);
     assertEquals([last.step, last.total], [8, 8], "progress reaches the last step");
-    assertEquals([lines.at(-1).type, lines.at(-1).outputs, lines.at(-1).seed], ["result", [`${dir}/a.png`], 3]);
+    assertEquals([lines.at(-1).type, lines.at(-1).outputs, lines.at(-1).seed], [
+      "result",
+      [`${dir}/a.png`],
+      3,
+    ]);
     const b = await generate([...common, "--out", `${dir}/b.png`]);
     assertEquals(b.code, 0, b.stderr);
     assert(!b.stderr.includes("8/8"), "no progress bar when stdout is not a terminal");
