@@ -36,7 +36,7 @@ import {
 import { predict } from "./jobs/prediction.ts";
 import { train } from "./jobs/training.ts";
 import { merge } from "./jobs/merge.ts";
-import { refuseUnserved, servedCapabilities } from "./jobs/served.ts";
+import { modelsServeReferenceImage, refuseUnserved, servedCapabilities } from "./jobs/served.ts";
 import { NotServedError } from "./input_error.ts";
 
 export interface GpuWorkerOptions {
@@ -150,7 +150,7 @@ export class GpuWorker {
       models,
       kinds: opts.kinds ?? ["prediction", "training", "merge"],
       executionProvider: ep,
-      ...servedCapabilities(),
+      ...servedCapabilities({ referenceImage: await modelsServeReferenceImage(opts.modelsDir, models) }),
     };
     const edge = new EdgeClient(opts.edgeUrl, opts.token, opts.fetch);
     const workerId = await register(edge, registration, log);
@@ -245,7 +245,7 @@ export class GpuWorker {
         throw new NotServedError(`job kind "${job.kind}" is not served by this worker`);
       }
       // What this worker does not serve is refused by name before the input's schema could object to it.
-      refuseUnserved(job);
+      refuseUnserved(job, this.registration);
       const typed = LeasedJob.parse(job);
       result = await handle({
         job: typed,

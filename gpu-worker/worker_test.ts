@@ -344,6 +344,32 @@ Deno.test("a prediction runs on the engine thread while heartbeats fire: progres
   });
 });
 
+Deno.test("reference_image: SeeCoder's embeddings replace the prompt; negative_prompt ignored with a log line", async () => {
+  const pipe = await referencePipeline();
+  await withEdge(async (edge, start) => {
+    await start();
+    const ref = starImage(9);
+    const input = { prompt: "", negative_prompt: "green", reference_image: "file_ref", steps: 4, seed: 3 };
+    const id = edge.enqueue({
+      kind: "prediction",
+      input,
+      blobs: { file_ref: await edge.putBlob(encodePng(ref)) },
+    });
+    const job = await edge.wait(id);
+    assertEquals(job.state, "succeeded", job.error ?? job.logs.join("\n"));
+    assert(
+      job.logs.some((l) => l.includes("negative_prompt is ignored with reference_image")),
+      job.logs.join("\n"),
+    );
+    const direct = await pipe.generate({ referenceImage: ref, steps: 4, seed: 3 });
+    assertEquals(
+      job.outputs[0].blob.sha256,
+      await sha256Hex(encodePng(direct.images[0])),
+      "CFG 2.0, zeros uncond",
+    );
+  });
+});
+
 Deno.test("adapters and img2img: LoRA blobs fetched once per sha256, applied as the pipeline applies them", async () => {
   const pipe = await referencePipeline();
   await withEdge(async (edge, start) => {
@@ -436,7 +462,7 @@ Deno.test("bad input fails at once and is not retried; the worker goes on to the
       [width, "width must be a multiple of 16 between 16 and 4096, got 30"],
       [missing, `input.adapters[0]: no blob for adapter "adp_x"`],
       [wrongModel, `adapter "adp_f" targets 1 module(s) the base model has no LoRA slot for`],
-      [reference, "input.reference_image is not supported by this worker yet"],
+      [reference, `input.reference_image: no blob for file "f"`],
       [method, `training method "cidm" is not served by this worker`],
       [mergeMethod, `merge method "linear" is not served by this worker`],
       [unknownField, `invalid input: input: Unrecognized key: "colour"`],
@@ -454,8 +480,9 @@ Deno.test("bad input fails at once and is not retried; the worker goes on to the
         "img2img",
         "regions",
         "sliders",
+        "reference_image",
       ]],
-      "it advertises what it serves",
+      "it advertises what it serves (reference_image: models/tiny-shapes has a SeeCoder)",
     );
   });
 });

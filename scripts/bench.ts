@@ -7,9 +7,11 @@
  * 1.5-sized matrices (`scripts/bench_merge.ts`: 16 cross-attention layers' K and V, 768-dim features, 200
  * regularization captions x 77 tokens), and the step time with 0, 1, 10 and 50 Concept Sliders applied (random
  * rank-4 LoRAs on the sliders' default `noxattn` modules, and on `c3lier` (attention + convolutions): all on
- * the same slots, one UNet evaluation per step).
+ * the same slots, one UNet evaluation per step), and SeeCoder's encode time per reference image next to the UNet
+ * step time with its embeddings (`scripts/bench_seecoder.ts`; when the model folder has a `seecoder/`).
  *
  * Usage: deno task bench [--model models/tiny-shapes] [--ep cpu] [--runs 5] [--skip-training] [--skip-merge]
+ *        [--skip-sliders] [--skip-seecoder]
  *        deno task bench --edge   the HTTP edge's figures instead (`scripts/bench_edge.ts`, also
  *                                 `deno task bench:edge` with its own options)
  */
@@ -25,6 +27,7 @@ import { runTraining } from "../gpu-worker/training/loop.ts";
 import { Rng } from "../gpu-worker/random.ts";
 import { runEdgeBench } from "./bench_edge.ts";
 import { benchMerge, formatMergeBench } from "./bench_merge.ts";
+import { benchSeeCoder, formatSeeCoderBench } from "./bench_seecoder.ts";
 
 /** Steps/s of forward + backward + AdamW on random latents (after 3 warm-up steps). */
 async function trainingStepsPerSecond(
@@ -118,6 +121,7 @@ if (import.meta.main) {
       "skip-training": { type: "boolean" },
       "skip-merge": { type: "boolean" },
       "skip-sliders": { type: "boolean" },
+      "skip-seecoder": { type: "boolean" },
       edge: { type: "boolean" },
     },
   });
@@ -162,6 +166,10 @@ if (import.meta.main) {
     console.log(
       `end-to-end s/image (20 DDIM steps, CFG 7.5): ${median(perImage).toFixed(3)} (median of ${runs})`,
     );
+    if (!values["skip-seecoder"]) {
+      const sc = await benchSeeCoder(pipe, runs);
+      console.log(sc ? formatSeeCoderBench(sc) : "SeeCoder: this model folder has none (seecoder/)");
+    }
     if (!values["skip-sliders"]) {
       for (const method of ["noxattn", "c3lier"] as const) {
         const times: string[] = [];

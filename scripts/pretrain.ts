@@ -15,15 +15,22 @@
  *      encoder with L1 + MSE, as Stability's ft-MSE decoder: the latent space (and the UNet) stay valid,
  *      textures and colours come back truer. It can run after or alongside phase 3. `--object-weight K` counts
  *      the objects' pixels 1 + K times in its loss (`objectPixelWeights`): they are a few percent of an image.
+ *   5. (only with `--phase seecoder`) a tiny SeeCoder (Prompt-Free Diffusion's image encoder) on ShapesWorld
+ *      image-variation pairs through the frozen UNet and VAE; see `scripts/pretrain_seecoder.ts`.
  * Each phase checkpoints under `<out>/.pretrain/` and resumes (`--resume`) after an interruption.
  *
  * Usage: deno task pretrain [--out models/tiny-shapes] [--vae-steps 2500] [--unet-steps 9000] [--batch 16]
- *          [--dataset 20000] [--seed 0] [--resume] [--phase vae|latents|unet|decoder|all]
+ *          [--dataset 20000] [--seed 0] [--resume] [--phase vae|latents|unet|decoder|seecoder|all]
  *          [--decoder-steps 3000] [--decoder-lr 3e-4] [--latent-channels 4] [--kl-weight 1e-4] [--vae-l1 0]
  *          [--lr 5e-4] [--vae-batch 8] [--vae-lr 1e-3] [--colour-latent 0]
  *          [--attribute-drop 0] [--text-probe 0] [--object-weight 0]
+ *          [--seecoder-steps 4000] [--seecoder-batch 16] [--seecoder-lr 5e-4] [--seecoder-frozen-backbone]
+ *          [--seecoder-config FILE] [--seecoder-eval (only the validation loss of <out>/seecoder)]
+ *          [--seecoder-pretext-steps 0] [--seecoder-pretext-lr 1e-3] [--seecoder-from-shipped]
+ *          [--json (progress and log lines as JSON on stdout; a bar on stderr when stdout is a terminal)]
  */
 import { parseArgs } from "node:util";
+import { Progress, type ProgressMode, progressMode } from "./progress.ts";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
 import { parseVaeConfig } from "../gpu-worker/models/autoencoder_kl.ts";
 import { WeightSource } from "../gpu-worker/models/weights.ts";
@@ -51,6 +58,7 @@ import { attributeTokenLabels } from "../gpu-worker/shapesworld/token_labels.ts"
 import { COLOURS, SHAPES } from "../gpu-worker/shapesworld/world.ts";
 import { Tensor } from "../gpu-worker/tensor.ts";
 import { objectLatentWeights, objectPixelWeights } from "../gpu-worker/shapesworld/object_weights.ts";
+import { trainSeeCoder } from "./pretrain_seecoder.ts";
 
 const SIZE = 64;
 /**
@@ -112,12 +120,37 @@ function vaeImage(seed: number, i: number) {
   return renderScene(vaeScene(seed, i), SIZE);
 }
 
+/** How progress shows (`scripts/progress.ts`): set from `--json` and whether stdout is a terminal. */
+let mode: ProgressMode = "off";
+const bars = new Map<string, Progress>();
+
+/** A timestamped log line: printed (under the bar on a terminal), or a `{"type":"log"}` line with --json. */
 function log(msg: string) {
-  console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
+  const line = `[${new Date().toISOString().slice(11, 19)}] ${msg}`;
+  if (mode === "off") console.log(line);
+  else (bars.values().next().value ?? new Progress("pretrain", mode)).log(line);
 }
 
+/**
+ * A phase's progress: a bar (step, loss, rate, ETA) on a terminal, JSON lines with --json, and off a terminal
+ * (a pipe, a nohup log) a log line every 25 steps with the learning rate and gradient norm as well.
+ */
 function progress(label: string) {
   return (e: ProgressEvent) => {
+    if (mode !== "off") {
+      let bar = bars.get(label);
+      if (!bar) bars.set(label, bar = new Progress(label, mode));
+      const rate = Number.isFinite(e.stepsPerSecond) ? e.stepsPerSecond : undefined;
+      bar.update({
+        step: e.step,
+        total: e.steps,
+        loss: e.loss,
+        stepsPerSecond: rate,
+        etaSeconds: rate && e.etaSeconds,
+      });
+      if (e.step === e.steps) bar.end();
+      return;
+    }
     if (e.step % 25 === 0 || e.step === e.steps) {
       log(
         `${label} step ${e.step}/${e.steps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ` +
@@ -430,6 +463,16 @@ const OPTIONS = {
   "object-weight": { type: "string" },
   phase: { type: "string" },
   resume: { type: "boolean" },
+  json: { type: "boolean" },
+  "seecoder-steps": { type: "string" },
+  "seecoder-batch": { type: "string" },
+  "seecoder-lr": { type: "string" },
+  "seecoder-frozen-backbone": { type: "boolean" },
+  "seecoder-config": { type: "string" },
+  "seecoder-eval": { type: "boolean" },
+  "seecoder-pretext-steps": { type: "string" },
+  "seecoder-pretext-lr": { type: "string" },
+  "seecoder-from-shipped": { type: "boolean" },
 } as const;
 
 /** The flags; an unknown flag or a flag without its value is a usage error (exit 2), not an uncaught exception. */
@@ -444,6 +487,7 @@ function flags(args: string[]) {
 
 if (import.meta.main) {
   const values = flags(Deno.args);
+  mode = progressMode(values.json);
   const out = values.out ?? "models/tiny-shapes";
   const int = (name: string, fallback: number, min = 1) =>
     numberFlag(name, values[name as keyof typeof values] as string | undefined, { integer: true, min }) ??
@@ -479,8 +523,8 @@ if (import.meta.main) {
   }
 
   const phase = values.phase ?? "all";
-  if (!["all", "vae", "latents", "unet", "decoder"].includes(phase)) {
-    console.error(`--phase must be one of all, vae, latents, unet, decoder; got "${phase}"`);
+  if (!["all", "vae", "latents", "unet", "decoder", "seecoder"].includes(phase)) {
+    console.error(`--phase must be one of all, vae, latents, unet, decoder, seecoder; got "${phase}"`);
     Deno.exit(2);
   }
   const runner = new EngineRunner();
@@ -496,6 +540,26 @@ if (import.meta.main) {
     if (phase === "all" || phase === "latents") await encodeLatents(runner, out, o);
     if (phase === "all" || phase === "unet") await trainUNet(runner, out, o);
     if (phase === "decoder") await trainDecoder(runner, out, o);
+    if (phase === "seecoder") {
+      await trainSeeCoder(runner, out, {
+        steps: int("seecoder-steps", 4000, 0),
+        batch: int("seecoder-batch", 16),
+        lr: positive("seecoder-lr", 5e-4),
+        seed: o.seed,
+        frozenBackbone: !!values["seecoder-frozen-backbone"],
+        objectWeight: o.objectWeight,
+        config: values["seecoder-config"]
+          ? JSON.parse(await Deno.readTextFile(values["seecoder-config"]))
+          : undefined,
+        resume: o.resume,
+        evalOnly: !!values["seecoder-eval"],
+        pretextSteps: int("seecoder-pretext-steps", 0, 0),
+        pretextLr: positive("seecoder-pretext-lr", 1e-3),
+        fromShipped: !!values["seecoder-from-shipped"],
+        log,
+        progress,
+      });
+    }
   } finally {
     runner.terminate();
   }

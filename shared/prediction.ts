@@ -27,7 +27,8 @@ export const PredictionInput = z.object({
   negative_prompt: z.string().max(2000).default(""),
   num_outputs: z.number().int().min(1).max(16).default(1),
   steps: z.number().int().min(1).max(500).default(20),
-  guidance_scale: z.number().min(0).max(50).default(7.5),
+  /** Classifier-free guidance; absent: 7.5, or 2.0 (Prompt-Free's default) with `reference_image`. */
+  guidance_scale: z.number().min(0).max(50).optional(),
   /** Guidance rescale phi (diffusers' guidance_rescale): 0 is plain guidance; 0.7 advised for zero-SNR models. */
   guidance_rescale: z.number().min(0).max(1).default(0),
   scheduler: z.enum(SCHEDULERS).default("ddim"),

@@ -51,6 +51,51 @@ Deno.test("deno task pretrain: all phases at toy size; --attribute-drop checks t
     assertEquals(after.length, before.length);
     assert(after.some((b, i) => b !== before[i]), "the decoder phase rewrote the VAE's weights");
 
+    // --json: stdout holds JSON lines only, the phase's progress and its log lines (a new decoder run).
+    await Deno.remove(`${dir}/.pretrain/decoder`, { recursive: true });
+    const json = await pretrain([
+      "--out",
+      dir,
+      ...TOY,
+      "--phase",
+      "decoder",
+      "--decoder-steps",
+      "2",
+      "--json",
+    ]);
+    assertEquals(json.code, 0, json.stderr);
+    const lines = json.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const steps = lines.filter((l) => l.type === "progress").map((l) => [l.label, l.step, l.total]);
+    assertEquals(steps, [["decoder", 1, 2], ["decoder", 2, 2]]);
+    assert(lines.some((l) => l.type === "log" && /decoder done/.test(l.message)), json.stdout);
+
+    // SeeCoder: the text pretext, then the diffusion loss from its weights; the official layout is written.
+    const sc = await pretrain([
+      "--out",
+      dir,
+      ...TOY,
+      "--phase",
+      "seecoder",
+      "--seecoder-pretext-steps",
+      "2",
+      "--seecoder-steps",
+      "2",
+      "--seecoder-batch",
+      "2",
+    ]);
+    assertEquals(sc.code, 0, sc.stderr);
+    for (
+      const l of [
+        "seecoder-text step 2/2",
+        "seecoder text pretext done",
+        "seecoder step 2/2",
+        "seecoder done",
+      ]
+    ) {
+      assert(sc.stdout.includes(l), `"${l}" in:\n${sc.stdout}`);
+    }
+    assert((await Deno.stat(`${dir}/seecoder/seecoder.safetensors`)).size > 0);
+
     // The latents were encoded with seed 0: re-captioning them as seed 1's scenes would train on wrong captions.
     const wrong = await pretrain([
       "--out",

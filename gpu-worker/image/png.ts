@@ -76,8 +76,9 @@ export function resizeBilinear(img: RgbImage, width: number, height: number): Rg
   return { width, height, rgb: out };
 }
 
-/** RGB images (same size) -> NCHW float32 in [-1, 1]. */
-export function imagesToTensor(images: RgbImage[]): Tensor {
+/** RGB images (same size) -> NCHW float32 in [-1, 1] (`range` "unit": in [0, 1]). */
+export function imagesToTensor(images: RgbImage[], range: "signed" | "unit" = "signed"): Tensor {
+  const scale = range === "unit" ? 1 / 255 : 1 / 127.5, shift = range === "unit" ? 0 : 1;
   const { width: W, height: H } = images[0];
   const t = Tensor.zeros([images.length, 3, H, W]);
   images.forEach((img, n) => {
@@ -85,7 +86,7 @@ export function imagesToTensor(images: RgbImage[]): Tensor {
       throw new RangeError(`image ${n} is ${img.width}x${img.height}, expected ${W}x${H}`);
     }
     for (let i = 0; i < H * W; i++) {
-      for (let c = 0; c < 3; c++) t.f[((n * 3 + c) * H * W) + i] = img.rgb[i * 3 + c] / 127.5 - 1;
+      for (let c = 0; c < 3; c++) t.f[((n * 3 + c) * H * W) + i] = img.rgb[i * 3 + c] * scale - shift;
     }
   });
   return t;

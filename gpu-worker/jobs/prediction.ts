@@ -5,9 +5,12 @@
  *
  * Input: `PredictionWork` (shared/prediction.ts, API.md names), parsed once with the lease: `image` and each
  * adapter are resolved to blobs by the edge (see `resolveBlob`). Of the optional features
- * (`PREDICTION_FEATURE_REGISTRY`) it serves img2img and regions (each region's prompt, box and LoRA adapters,
- * through the UNet's regional cross-attention and region noise aggregation); a job asking for another is
- * refused before it is parsed.
+ * (`PREDICTION_FEATURE_REGISTRY`) it serves img2img, sliders and regions (each region's prompt, box and LoRA
+ * adapters, through the UNet's regional cross-attention and region noise aggregation), and `reference_image`
+ * (Prompt-Free Diffusion: the base model folder's SeeCoder encodes the image in place of the prompt; CFG 2.0
+ * by default, zeros unconditional; a negative prompt is ignored with a line in the job's logs) when the worker
+ * registered it (`served.ts`: every model it serves has a SeeCoder); a job asking for another is refused
+ * before it is parsed.
  *
  * @example
  * ```ts
@@ -35,8 +38,9 @@ import { type CustomDiffusionAdapter, weightsAsLora } from "../adapters/custom_d
 import { mergeCustomDiffusion } from "../methods/custom_diffusion_compose.ts";
 
 /**
- * The optional prediction features this worker serves (it advertises them when it registers); a job using
- * another (sliders, regions, reference_image) is refused rather than its field silently ignored.
+ * The optional prediction features every worker serves (it advertises them when it registers); a job using
+ * another is refused rather than its field silently ignored. `reference_image` is added by `served.ts` when
+ * every model of the worker has a SeeCoder.
  */
 export const SERVED_PREDICTION_FEATURES: readonly PredictionFeature[] = ["img2img", "regions", "sliders"];
 
@@ -139,6 +143,18 @@ export async function predict(ctx: JobContext<LeasedPrediction>): Promise<JobRes
   const image = input.image === undefined
     ? undefined
     : decodeImage(await edge.getBlob(resolveBlob(job, input.image, "input.image", "file")), "input.image");
+  const referenceImage = input.reference_image === undefined ? undefined : decodeImage(
+    await edge.getBlob(resolveBlob(job, input.reference_image, "input.reference_image", "file")),
+    "input.reference_image",
+  );
+  if (referenceImage) {
+    if (input.negative_prompt) {
+      lease.log("negative_prompt is ignored with reference_image: the unconditional context is zeros");
+    }
+    if (input.prompt.trim()) {
+      lease.log("prompt is not read with reference_image: SeeCoder's embeddings replace it");
+    }
+  }
 
   let lastPreview = -Infinity;
   const result = await pipe.generate({
@@ -147,6 +163,7 @@ export async function predict(ctx: JobContext<LeasedPrediction>): Promise<JobRes
     n: input.num_outputs,
     steps: input.steps,
     guidanceScale: input.guidance_scale,
+    referenceImage,
     guidanceRescale: input.guidance_rescale,
     scheduler: input.scheduler,
     seed: input.seed,

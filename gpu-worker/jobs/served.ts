@@ -17,19 +17,41 @@ import { servedMergeMethods, servedTrainingMethods } from "../methods/registry.t
 import { SERVED_PREDICTION_FEATURES } from "./prediction.ts";
 import { trainingNotServed } from "./training.ts";
 import { mergeNotServed } from "./merge.ts";
+import { hasSeeCoder } from "../seecoder/folder.ts";
 
-/** The `methods`, `merges` and `features` of this worker's registration. */
-export function servedCapabilities(): Pick<RegisterRequest, "methods" | "merges" | "features"> {
+/**
+ * The `methods`, `merges` and `features` of this worker's registration. `reference_image` is served only
+ * when `referenceImage` says so: every model the worker registers has a SeeCoder (`modelsServeReferenceImage`).
+ */
+export function servedCapabilities(
+  opts: { referenceImage?: boolean } = {},
+): Pick<RegisterRequest, "methods" | "merges" | "features"> {
   return {
     methods: servedTrainingMethods(),
     merges: servedMergeMethods(),
-    features: [...SERVED_PREDICTION_FEATURES],
+    features: [...SERVED_PREDICTION_FEATURES, ...(opts.referenceImage ? ["reference_image" as const] : [])],
   };
 }
 
-/** Throws NotServedError when the job's method, or a prediction feature it uses, is not served here. */
-export function refuseUnserved(job: LeaseEnvelope): void {
-  const served = servedCapabilities();
+/**
+ * Whether every one of `models` (folders under `modelsDir`) has a SeeCoder, so the worker may advertise
+ * `reference_image`: the registration lists features per worker, not per model, so one model without a
+ * SeeCoder keeps the feature off (the edge then answers 501 rather than lease a job that must fail).
+ */
+export async function modelsServeReferenceImage(modelsDir: string, models: string[]): Promise<boolean> {
+  if (!models.length) return false;
+  for (const m of models) if (!(await hasSeeCoder(`${modelsDir}/${m}`))) return false;
+  return true;
+}
+
+/**
+ * Throws NotServedError when the job's method, or a prediction feature it uses, is not served here (`served`:
+ * what the worker registered; default the capabilities without a SeeCoder).
+ */
+export function refuseUnserved(
+  job: LeaseEnvelope,
+  served: Pick<RegisterRequest, "methods" | "merges" | "features"> = servedCapabilities(),
+): void {
   const lacks = unservedBy(served, job);
   if (lacks.method !== null) {
     throw job.kind === "training" ? trainingNotServed(lacks.method) : mergeNotServed(lacks.method);

@@ -45,6 +45,8 @@ import type { ClipTokenizer } from "../tokenizer/clip_tokenizer.ts";
 import { Tensor } from "../tensor.ts";
 import { classifierFreeGuidance } from "./guidance.ts";
 import { imagesToTensor, resizeBilinear, type RgbImage, tensorToImages } from "../image/png.ts";
+import { REFERENCE_GUIDANCE_SCALE, referenceContexts } from "./reference_image.ts";
+import { SeeCoderEncoder } from "../seecoder/encoder.ts";
 
 /** A LoRA's factors per UNet module path (down [r, in], up [out, r]) and its alpha. */
 export interface LoraWeights {
@@ -108,6 +110,12 @@ export interface GenerateOptions {
   promptEmbeds?: Tensor;
   negativePromptEmbeds?: Tensor;
   /**
+   * Prompt-Free Diffusion: the model folder's SeeCoder (`seecoder/`) encodes this image into the conditional
+   * context in place of the prompt's; the unconditional one is zeros (a negative prompt does not apply) and
+   * guidance defaults to 2.0. See `reference_image.ts`.
+   */
+  referenceImage?: RgbImage;
+  /**
    * Per cross-attention module (paths like `down_blocks.0.attentions.0.transformer_blocks.0.attn2`), its own
    * conditional context [1 or n, L, D]; the other blocks get the global one, and the unconditional half of
    * guidance gets the unconditional context (zeros where its length differs).
@@ -169,6 +177,8 @@ export class StableDiffusionPipeline {
   private readonly variants = new Map<string, Promise<UNetVariant>>();
   /** Module paths any variant can carry a LoRA slot on (the `all` target set), with their shapes. */
   readonly servableLoraModules: ReadonlyMap<string, LoraModule>;
+  /** The model folder's SeeCoder, opened on the first reference image. */
+  private seecoder: Promise<SeeCoderEncoder> | null = null;
 
   private constructor(
     readonly folder: ModelFolder,
@@ -232,6 +242,16 @@ export class StableDiffusionPipeline {
       v.catch(() => this.variants.delete(key));
     }
     return v;
+  }
+
+  /** The model folder's SeeCoder (`<dir>/seecoder/`), opened on first use and then shared. */
+  referenceEncoder(): Promise<SeeCoderEncoder> {
+    if (!this.seecoder) {
+      const { runner, ep } = this.build;
+      this.seecoder = SeeCoderEncoder.load(this.folder.dir, runner, { ep });
+      this.seecoder.catch(() => (this.seecoder = null));
+    }
+    return this.seecoder;
   }
 
   /** Text embeddings [texts, L, D] for prompts (padded to the tokenizer's length). */
@@ -373,7 +393,7 @@ export class StableDiffusionPipeline {
     if (!Number.isInteger(steps) || steps < 1 || steps > 500) {
       throw new JobInputError(`steps must be an integer in 1..500, got ${steps}`);
     }
-    const guidance = o.guidanceScale ?? 7.5;
+    const guidance = o.guidanceScale ?? (o.referenceImage ? REFERENCE_GUIDANCE_SCALE : 7.5);
     if (!Number.isFinite(guidance) || guidance < 0 || guidance > 50) {
       throw new JobInputError(`guidanceScale must be in 0..50, got ${guidance}`);
     }
@@ -427,6 +447,7 @@ export class StableDiffusionPipeline {
       this.folder.textConfig.max_position_embeddings,
     );
     const adapters = o.adapters ?? [];
+    if (o.referenceImage) return await referenceContexts(this, o, n, cfg);
     let cond: Tensor;
     if (o.promptEmbeds) cond = expandContext(o.promptEmbeds, n, D, "promptEmbeds");
     else if (o.prompt !== undefined) {

@@ -380,6 +380,8 @@ export interface CaptionOptions {
    * pairing, which held-out pairs break.
    */
   attributeDropProbability?: number;
+  /** Leave every object's position unsaid (e.g. for a description that holds across renders that move it). */
+  omitPosition?: boolean;
 }
 
 /** Prefixes {@link captionOf} may put before a caption. */
@@ -401,7 +403,13 @@ function article(next: string): string {
   return /^[aeiou]/.test(next) ? "an" : "a";
 }
 
-function describe(o: SceneObject, rng: Rng | undefined, drop: number, attributeDrop: number): string {
+function describe(
+  o: SceneObject,
+  rng: Rng | undefined,
+  drop: number,
+  attributeDrop: number,
+  omitPosition: boolean,
+): string {
   const keep = () => rng === undefined || rng.uniform() >= drop;
   const words: string[] = [];
   if (keep()) words.push(o.size);
@@ -412,7 +420,7 @@ function describe(o: SceneObject, rng: Rng | undefined, drop: number, attributeD
     : null;
   if (unsaid !== "colour") words.push(o.colour);
   words.push(unsaid === "shape" ? "shape" : o.shape);
-  const phrase = keep() ? " " + POSITION_PHRASE[o.position] : "";
+  const phrase = keep() && !omitPosition ? " " + POSITION_PHRASE[o.position] : "";
   return `${article(words[0])} ${words.join(" ")}${phrase}`;
 }
 
@@ -433,7 +441,9 @@ function describe(o: SceneObject, rng: Rng | undefined, drop: number, attributeD
 export function captionOf(scene: Scene, rng?: Rng, opts: CaptionOptions = {}): string {
   const drop = opts.dropProbability ?? 0.3;
   const attributeDrop = opts.attributeDropProbability ?? 0;
-  const objects = scene.objects.map((o) => describe(o, rng, drop, attributeDrop)).join(" and ");
+  const objects = scene.objects.map((o) => describe(o, rng, drop, attributeDrop, !!opts.omitPosition)).join(
+    " and ",
+  );
   let prefix = "";
   if (rng !== undefined && rng.uniform() < (opts.prefixProbability ?? 0.15)) {
     prefix = CAPTION_PREFIXES[rng.int(CAPTION_PREFIXES.length)] + " ";
