@@ -1,25 +1,11 @@
 import { assert, assertEquals, assertRejects, assertThrows, relativeError } from "../testing.ts";
-import { withTinyPipeline } from "./testing.ts";
-import type { LoraWeights, StableDiffusionPipeline } from "./stable_diffusion.ts";
+import { randomLora, withTinyPipeline } from "./testing.ts";
 import { encodePng } from "../image/png.ts";
 import { Rng } from "../random.ts";
 import { renderScene } from "../shapesworld/render.ts";
 import { sampleTrainScene } from "../shapesworld/world.ts";
 
 const withPipeline = withTinyPipeline;
-
-function randomLora(p: StableDiffusionPipeline, seed: number, rank = 2): LoraWeights {
-  const rng = new Rng(seed);
-  const modules = new Map();
-  for (const m of p.loraModules) {
-    modules.set(m.path, {
-      rank,
-      down: rng.normal(rank * m.inFeatures, 0.3),
-      up: rng.normal(m.outFeatures * rank, 0.3),
-    });
-  }
-  return { name: `random-${seed}`, modules };
-}
 
 const pixels = (imgs: { rgb: Uint8Array }[]) => Float32Array.from(imgs.flatMap((i) => Array.from(i.rgb)));
 

@@ -14,7 +14,7 @@ import { buildSeeCoder, parseSeeCoderConfig, SEECODER_PREFIX } from "../models/s
 import { loadSafetensors, writeSafetensors } from "../models/safetensors.ts";
 import { loadModelFolder } from "../models/model_folder.ts";
 import { StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
-import { TINY_MODEL } from "../pipelines/testing.ts";
+import { randomLora, TINY_MODEL } from "../pipelines/testing.ts";
 import { renderScene } from "../shapesworld/render.ts";
 import { captionOf, sampleScene } from "../shapesworld/world.ts";
 import { Rng } from "../random.ts";
@@ -177,6 +177,19 @@ Deno.test("reference image: SeeCoder's embeddings as the prompt, zeros unconditi
     assert(other.images[0].rgb.some((v, i) => v !== r1.images[0].rgb[i]), "another seed, another image");
     const g5 = await pipe.generate({ ...base, referenceImage: ref, guidanceScale: 5 });
     assert(g5.images[0].rgb.some((v, i) => v !== r1.images[0].rgb[i]), "an explicit guidance scale is used");
+    // Adapters act with a reference as with a prompt: scale 0 is the plain variation, scale 1 another image,
+    // a per-step scale (a slider's start_step) off for the whole run is the plain variation too.
+    const lora = randomLora(pipe, 2);
+    const off = await pipe.generate({ ...base, referenceImage: ref, adapters: [{ lora, scale: 0 }] });
+    assertEquals(off.images[0].rgb, r1.images[0].rgb, "an adapter at scale 0 changes nothing");
+    const on = await pipe.generate({ ...base, referenceImage: ref, adapters: [{ lora, scale: 1 }] });
+    assert(on.images[0].rgb.some((v, i) => v !== r1.images[0].rgb[i]), "an adapter at scale 1 acts");
+    const late = await pipe.generate({
+      ...base,
+      referenceImage: ref,
+      adapters: [{ lora, scale: (s) => s >= 3 ? 1 : 0 }],
+    });
+    assertEquals(late.images[0].rgb, r1.images[0].rgb, "a per-step scale that never turns on");
     const n2 = await pipe.generate({ ...base, referenceImage: ref, n: 2 });
     assertEquals(n2.images.length, 2);
     await assertRejects(
