@@ -26,6 +26,7 @@ import { openAiImageRoutes } from "./routes/openai_images.ts";
 import { OPENAI_PATHS, openAiErrorResponse } from "./openai_errors.ts";
 import { docsRoutes } from "./routes/docs.ts";
 import { fileRoutes } from "./routes/files.ts";
+import { integrationLinkRoutes, integrationRoutes } from "./routes/integrations.ts";
 import { predictionRoutes } from "./routes/predictions.ts";
 import { trainingRoutes } from "./routes/trainings.ts";
 import { workerRoutes } from "./routes/workers.ts";
@@ -92,6 +93,8 @@ export function createEdgeApp(config: EdgeConfig | Edge): EdgeApp {
   docsRoutes(app, api);
   playgroundRoutes(app, api);
   workerRoutes(app, api);
+  // Discord and Slack sign their requests instead of sending a key.
+  integrationRoutes(app, api);
 
   app.use("/v1/*", async (c, next) => {
     const key = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "")?.[1];
@@ -136,6 +139,7 @@ export function createEdgeApp(config: EdgeConfig | Edge): EdgeApp {
   predictionRoutes(app, api);
   openAiImageRoutes(app, api);
   accountRoutes(app, api);
+  integrationLinkRoutes(app, api);
   return { app, edge, api };
 }
 

@@ -19,6 +19,7 @@ import { MemoryJobBroker } from "./adapter/memory/job_broker.ts";
 import { MemoryMetadataStore } from "./adapter/memory/metadata_store.ts";
 import type { Tenant } from "./auth/api_keys.ts";
 import { JobEvents } from "./events.ts";
+import { type IntegrationsConfig, resolveIntegrations } from "./integrations/config.ts";
 import { RateLimiter, type RateLimitPolicy } from "./rate_limit.ts";
 import { DEFAULT_UPLOAD_LIMITS, type UploadLimits } from "./uploads/ingest.ts";
 import { WebhookDispatcher, type WebhookDispatcherOptions } from "./webhooks/dispatcher.ts";
@@ -44,6 +45,8 @@ export interface EdgeConfig {
   webhookOptions?: Partial<WebhookDispatcherOptions>;
   /** SSE keep-alive comment interval (15 s). */
   keepAliveMs?: number;
+  /** Discord and Slack (`integrations/config.ts`); off unless their secrets are given. */
+  integrations?: Partial<IntegrationsConfig>;
   now?: () => number;
 }
 
@@ -62,6 +65,7 @@ export interface Edge {
   maxJsonBytes: number;
   maxWorkerBlobBytes: number;
   keepAliveMs: number;
+  integrations: IntegrationsConfig;
   now: () => number;
 }
 
@@ -115,6 +119,7 @@ export function createEdge(config: EdgeConfig): Edge {
     maxJsonBytes: config.maxJsonBytes ?? 1 << 20,
     maxWorkerBlobBytes: config.maxWorkerBlobBytes ?? 2 ** 30,
     keepAliveMs: config.keepAliveMs ?? 15_000,
+    integrations: resolveIntegrations(config.integrations),
     now,
   };
 }

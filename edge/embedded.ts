@@ -18,6 +18,7 @@ import { createEdgeApp } from "./app.ts";
 import { issueApiKey } from "./auth/api_keys.ts";
 import type { Edge } from "./context.ts";
 import { announce } from "./jobs.ts";
+import { type IntegrationsConfig, integrationsFromEnv } from "./integrations/config.ts";
 
 /** A running worker the embedded edge started and stops with itself. */
 export interface RunningWorker {
@@ -35,6 +36,13 @@ export interface EmbeddedOptions {
   /** Default: env WEBHOOKS_ALLOW_PRIVATE=1. */
   webhooksAllowPrivate?: boolean;
   leaseSeconds?: number;
+  /**
+   * The clock of the broker, the metadata store and the edge (default Date.now): a test moves it on to expire
+   * a lease instead of waiting for one.
+   */
+  now?: () => number;
+  /** Discord and Slack; default from env (`integrationsFromEnv`: DISCORD_PUBLIC_KEY, SLACK_SIGNING_SECRET, ...). */
+  integrations?: Partial<IntegrationsConfig>;
   /** Requests per minute each API key may make. Default: env RATE_LIMIT_PER_MINUTE, else 600. */
   rateLimitPerMinute?: number;
   /** Starts a worker that talks to `edgeUrl` with `workerToken` (the worker protocol, over HTTP). */
@@ -53,6 +61,8 @@ export interface Embedded {
   /** The development key, when this start made it (null on later starts: read devKeyFile). */
   devKey: string | null;
   edge: Edge;
+  /** One pass of the reaper now (it also runs every 5 s): jobs of expired leases go back to the queue. */
+  reap(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -97,24 +107,23 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     `wkt_${crypto.randomUUID().replaceAll("-", "")}`;
   const { app, edge } = createEdgeApp({
     modelsDir: o.modelsDir,
-    broker: new KvJobBroker(kv, { leaseMs: leaseSeconds * 1000 }),
-    metadata: new KvMetadataStore(kv),
+    broker: new KvJobBroker(kv, { leaseMs: leaseSeconds * 1000, ...(o.now ? { now: o.now } : {}) }),
+    metadata: new KvMetadataStore(kv, o.now),
     blobs: new FsBlobStore(`${o.dataDir}/blobs`),
     workerToken,
     leaseSeconds,
+    ...(o.now ? { now: o.now } : {}),
     rateLimit: { limit: perMinute, windowMs: 60_000 },
     webhooksAllowPrivate: o.webhooksAllowPrivate ?? Deno.env.get("WEBHOOKS_ALLOW_PRIVATE") === "1",
+    integrations: o.integrations ?? integrationsFromEnv((name) => Deno.env.get(name)),
   });
   const devKeyFile = `${o.dataDir}/dev-api-key.txt`;
   const devKey = await ensureDevKey(edge, devKeyFile);
   const server = Deno.serve({ port: o.port, hostname: o.hostname, onListen: () => {} }, app.fetch);
   const port = server.addr.port;
   const url = `http://127.0.0.1:${port}`;
-  const reaper = setInterval(() => {
-    edge.broker.reap().then((jobs) => jobs.forEach((j) => announce(edge, null, j))).catch((e) =>
-      console.error("reaper:", e)
-    );
-  }, 5_000);
+  const reap = async () => (await edge.broker.reap()).forEach((j) => announce(edge, null, j));
+  const reaper = setInterval(() => reap().catch((e) => console.error("reaper:", e)), 5_000);
   let worker: RunningWorker | null = null;
   try {
     if (o.startWorker) worker = await o.startWorker(url, workerToken);
@@ -138,6 +147,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     devKeyFile,
     devKey,
     edge,
+    reap,
     async stop() {
       if (stopped) return;
       stopped = true;

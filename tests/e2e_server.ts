@@ -22,6 +22,7 @@ import { Rng } from "../gpu-worker/random.ts";
 import { GpuWorker, type GpuWorkerOptions } from "../gpu-worker/worker.ts";
 import { type Embedded, startEmbedded } from "../edge/embedded.ts";
 import { issueApiKey } from "../edge/auth/api_keys.ts";
+import type { IntegrationsConfig } from "../edge/integrations/config.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 export const MODELS = `${ROOT}models`;
@@ -67,6 +68,10 @@ export interface E2EOptions {
   /** Start one in-process worker with the edge (default true). */
   worker?: boolean;
   leaseSeconds?: number;
+  /** The edge's clock (`startEmbedded`'s `now`); default Date.now. */
+  now?: () => number;
+  /** Discord and Slack (`edge/integrations/config.ts`); default none. */
+  integrations?: Partial<IntegrationsConfig>;
 }
 
 export async function startE2E(o: E2EOptions = {}): Promise<E2E> {
@@ -88,7 +93,9 @@ export async function startE2E(o: E2EOptions = {}): Promise<E2E> {
     dataDir,
     modelsDir: MODELS,
     leaseSeconds: o.leaseSeconds,
+    now: o.now,
     webhooksAllowPrivate: true,
+    integrations: o.integrations ?? {},
     log: () => {},
     startWorker: o.worker === false ? undefined : async (edgeUrl, token) => {
       const w = await GpuWorker.start({ ...workerOptions(edgeUrl, token), name: "embedded" });

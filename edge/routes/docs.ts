@@ -36,6 +36,7 @@ const PROBLEMS: [string, string][] = [
     "prediction features (sliders, regions, reference_image, img2img) the request uses; nothing was charged. " +
     "With no worker registered for the model yet, the job is accepted and waits for one.",
   ],
+  ["link-conflict", "409: the Discord guild/user or Slack team is linked to another account"],
   ["stale-lease", "409 (workers): the job was leased again or finished"],
   [
     "invalid-adapter-descriptor",

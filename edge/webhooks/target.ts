@@ -68,9 +68,10 @@ export async function resolveWebhookTarget(
 /** POSTs over a connection to `target.address`; returns the response status. */
 export async function postToTarget(
   target: WebhookTarget,
-  body: string,
+  body: string | Uint8Array,
   headers: Record<string, string>,
   timeoutMs: number,
+  contentType = "application/json",
 ): Promise<number> {
   const tcp = await Deno.connect({ hostname: target.address, port: target.port });
   let conn: Deno.Conn = tcp;
@@ -81,12 +82,12 @@ export async function postToTarget(
   }, timeoutMs);
   try {
     if (target.url.protocol === "https:") conn = await Deno.startTls(tcp, { hostname: target.url.hostname });
-    const payload = new TextEncoder().encode(body);
+    const payload = typeof body === "string" ? new TextEncoder().encode(body) : body;
     const head = [
       `POST ${target.url.pathname}${target.url.search} HTTP/1.1`,
       `Host: ${target.url.host}`,
       "User-Agent: personalize-webhooks/1",
-      "Content-Type: application/json",
+      `Content-Type: ${contentType.replace(/[\r\n]/g, "")}`,
       `Content-Length: ${payload.byteLength}`,
       "Connection: close",
       ...Object.entries(headers).map(([k, v]) => `${k}: ${v.replace(/[\r\n]/g, "")}`),
