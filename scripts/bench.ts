@@ -8,10 +8,11 @@
  * regularization captions x 77 tokens), and the step time with 0, 1, 10 and 50 Concept Sliders applied (random
  * rank-4 LoRAs on the sliders' default `noxattn` modules, and on `c3lier` (attention + convolutions): all on
  * the same slots, one UNet evaluation per step), and SeeCoder's encode time per reference image next to the UNet
- * step time with its embeddings (`scripts/bench_seecoder.ts`; when the model folder has a `seecoder/`).
+ * step time with its embeddings (`scripts/bench_seecoder.ts`; when the model folder has a `seecoder/`), and
+ * first the host-side figures (`scripts/bench_host.ts`: CLIP tokenizer load and encode, ShapesWorld render).
  *
  * Usage: deno task bench [--model models/tiny-shapes] [--ep cpu] [--runs 5] [--skip-training] [--skip-merge]
- *        [--skip-sliders] [--skip-seecoder]
+ *        [--skip-sliders] [--skip-seecoder] [--skip-host]
  *        deno task bench --edge   the HTTP edge's figures instead (`scripts/bench_edge.ts`, also
  *                                 `deno task bench:edge` with its own options)
  */
@@ -28,6 +29,7 @@ import { Rng } from "../gpu-worker/random.ts";
 import { runEdgeBench } from "./bench_edge.ts";
 import { benchMerge, formatMergeBench } from "./bench_merge.ts";
 import { benchSeeCoder, formatSeeCoderBench } from "./bench_seecoder.ts";
+import { benchHost, formatHostBench } from "./bench_host.ts";
 
 /** Steps/s of forward + backward + AdamW on random latents (after 3 warm-up steps). */
 async function trainingStepsPerSecond(
@@ -122,12 +124,14 @@ if (import.meta.main) {
       "skip-merge": { type: "boolean" },
       "skip-sliders": { type: "boolean" },
       "skip-seecoder": { type: "boolean" },
+      "skip-host": { type: "boolean" },
       edge: { type: "boolean" },
     },
   });
   if (values.edge) Deno.exit((await runEdgeBench({})) ? 0 : 1);
   const model = values.model ?? "models/tiny-shapes";
   const runs = Number(values.runs ?? 5);
+  if (!values["skip-host"]) console.log(formatHostBench(await benchHost(runs)));
   const runner = new EngineRunner();
   try {
     const pipe = await StableDiffusionPipeline.load(model, runner, {

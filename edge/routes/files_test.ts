@@ -133,12 +133,10 @@ Deno.test("upload: a pixel bomb is refused from its header, before decoding", as
   const t = await testEdge();
   const bomb = pixelBomb(100_000, 100_000);
   assert(bomb.byteLength < 100);
-  const started = performance.now();
   const res = await upload(t, bomb, "tiny.png");
   const p = await res.json();
   assertEquals([res.status, p.type], [413, "/docs#problem-too-many-pixels"]);
   assert(p.detail.includes("100000 x 100000") && p.detail.includes("not decoded"), p.detail);
-  assert(performance.now() - started < 1000, "no time spent decoding");
 });
 
 Deno.test("upload: a zip of images with .txt captions; entries checked and the zip rebuilt", async () => {

@@ -14,6 +14,36 @@ async function balance(t: TestEdge, key = t.keyA) {
   return (await (await t.req("/v1/account", {}, key)).json()).balance;
 }
 
+/**
+ * Reads an SSE body until `until(text so far)` holds, and returns the text; fails the test if it does not hold
+ * within `deadlineMs` (or the stream ends first) instead of waiting forever.
+ */
+async function readUntil(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  until: (text: string) => boolean,
+  what: string,
+  deadlineMs = 5_000,
+  text = "",
+): Promise<string> {
+  const decoder = new TextDecoder();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<"deadline">((r) => (timer = setTimeout(() => r("deadline"), deadlineMs)));
+  try {
+    while (!until(text)) {
+      const chunk = await Promise.race([reader.read(), deadline]);
+      assert(
+        chunk !== "deadline",
+        `${what}: not within ${deadlineMs} ms; the stream sent ${JSON.stringify(text)}`,
+      );
+      assert(!chunk.done, `${what}: the stream ended first; it sent ${JSON.stringify(text)}`);
+      text += decoder.decode(chunk.value, { stream: true });
+    }
+    return text;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 Deno.test("billing: reserve on accept, settle on success; outputs become the tenant's files", async () => {
   const t = await testEdge();
   await t.worker.register();
@@ -188,8 +218,9 @@ Deno.test("SSE stream: status, progress, preview, log, output, done", async () =
   const p = await (await t.json("/v1/predictions", PRED)).json();
   const stream = await t.req(`/v1/predictions/${p.id}/stream`);
   assertEquals(stream.headers.get("content-type"), "text/event-stream");
-  const text = stream.text();
-  await new Promise((r) => setTimeout(r, 10));
+  const reader = stream.body!.getReader();
+  // lease once the stream has subscribed (its first status event is written after it subscribes)
+  const opened = await readUntil(reader, (s) => s.includes("event: status"), "first status event");
   const job = (await t.worker.lease())!;
   await t.worker.heartbeat(job, {
     progress: { step: 5, total: 10, loss: 0.1, eta_s: 2 },
@@ -197,7 +228,8 @@ Deno.test("SSE stream: status, progress, preview, log, output, done", async () =
     logs: ["denoising"],
   });
   await t.worker.complete(job, [{ bytes: testPng(), contentType: "image/png", name: "0.png" }]);
-  const body = await text;
+  const body = await readUntil(reader, (s) => /^event: done$/m.test(s), "the done event", 5_000, opened);
+  await reader.cancel();
   const events = [...body.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
   assertEquals(events, ["status", "status", "progress", "preview", "log", "status", "output", "done"]);
   assert(
@@ -218,9 +250,14 @@ Deno.test("SSE stream sends a keep-alive comment while nothing happens", async (
   const p = await (await t.json("/v1/predictions", PRED)).json();
   const res = await t.req(`/v1/predictions/${p.id}/stream`);
   const reader = res.body!.getReader();
-  let seen = "";
-  while (!seen.includes(": keep-alive")) seen += new TextDecoder().decode((await reader.read()).value);
+  const seen = await readUntil(reader, (s) => s.includes(": keep-alive\n\n"), "a keep-alive comment");
   await reader.cancel();
+  assertEquals(
+    [...seen.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]),
+    ["status"],
+    "nothing but the status happened",
+  );
+  assert(seen.includes(": keep-alive\n\n"), seen);
   await t.req(`/v1/predictions/${p.id}/cancel`, { method: "POST" });
 });
 

@@ -32,6 +32,11 @@ export interface WebhookDispatcherOptions {
   throttleMs?: number;
   timeoutMs?: number;
   now?: () => number;
+  /**
+   * Runs `fn` after `ms` and returns its cancel (default: setTimeout). Throttled sends and retry waits go
+   * through it, so a test can drive them with a manual clock (together with `now`).
+   */
+  schedule?: (ms: number, fn: () => void) => () => void;
 }
 
 export interface DeliveryOutcome {
@@ -45,14 +50,15 @@ export interface DeliveryOutcome {
   error: string | null;
 }
 
-type Timer = ReturnType<typeof setTimeout>;
 const ALL_EVENTS: WebhookEvent[] = ["start", "output", "logs", "completed"];
 
 export class WebhookDispatcher {
   readonly #o: Required<Omit<WebhookDispatcherOptions, "resolve">> & { resolve?: Resolver };
   readonly #lastSent = new Map<string, number>();
-  readonly #pending = new Map<string, { timer: Timer; render: () => unknown }>();
-  readonly #timers = new Set<Timer>();
+  readonly #pending = new Map<string, { cancel: () => void; render: () => unknown }>();
+  readonly #timers = new Set<() => void>();
+  /** Callers of idle() waiting for a throttled send to go out (or be dropped). */
+  readonly #waiters = new Set<() => void>();
   readonly #inflight = new Set<Promise<void>>();
   readonly #turns = new Map<string, Promise<void>>();
   #seq = 0;
@@ -66,6 +72,10 @@ export class WebhookDispatcher {
       throttleMs: 500,
       timeoutMs: 10_000,
       now: Date.now,
+      schedule: (ms, fn) => {
+        const timer = setTimeout(fn, ms);
+        return () => clearTimeout(timer);
+      },
       ...o,
     };
   }
@@ -88,12 +98,13 @@ export class WebhookDispatcher {
       if (pending) return void (pending.render = render);
       const wait = (this.#lastSent.get(key) ?? -Infinity) + this.#o.throttleMs - this.#o.now();
       if (wait > 0) {
-        const timer = this.#later(wait, () => {
+        const cancel = this.#later(wait, () => {
           const p = this.#pending.get(key)!;
           this.#pending.delete(key);
           this.#send(job, event, url, p.render, key);
+          this.#wakeWaiters();
         });
-        this.#pending.set(key, { timer, render });
+        this.#pending.set(key, { cancel, render });
         return;
       }
     }
@@ -102,13 +113,21 @@ export class WebhookDispatcher {
 
   #cancelPending(key: string) {
     const p = this.#pending.get(key);
-    if (p) clearTimeout(p.timer), this.#timers.delete(p.timer), this.#pending.delete(key);
+    if (p) p.cancel(), this.#pending.delete(key), this.#wakeWaiters();
   }
 
-  #later(ms: number, fn: () => void): Timer {
-    const timer = setTimeout(() => (this.#timers.delete(timer), fn()), ms);
-    this.#timers.add(timer);
-    return timer;
+  /** `fn` after `ms` on the dispatcher's clock; returns the cancel (which close() also calls). */
+  #later(ms: number, fn: () => void): () => void {
+    let cancelSchedule = () => {};
+    const cancel = () => (cancelSchedule(), this.#timers.delete(cancel));
+    this.#timers.add(cancel);
+    cancelSchedule = this.#o.schedule(ms, () => (this.#timers.delete(cancel), fn()));
+    return cancel;
+  }
+
+  #wakeWaiters() {
+    for (const w of this.#waiters) w();
+    this.#waiters.clear();
   }
 
   #send(job: JobRecord, event: WebhookEvent, url: string, render: () => unknown, key: string) {
@@ -145,7 +164,9 @@ export class WebhookDispatcher {
       await before;
       for (let attempt = 0; attempt <= this.#o.retryDelaysMs.length; attempt++) {
         if (attempt === 1) endTurn();
-        if (attempt > 0) await new Promise<void>((r) => this.#later(this.#o.retryDelaysMs[attempt - 1], r));
+        if (attempt > 0) {
+          await new Promise<void>((r) => void this.#later(this.#o.retryDelaysMs[attempt - 1], r));
+        }
         outcome.attempts++;
         try {
           // Resolve and check on every attempt: the answer may have changed to a private address meanwhile.
@@ -177,18 +198,29 @@ export class WebhookDispatcher {
     }
   }
 
-  /** Resolves when nothing is pending or in flight (tests). */
+  /** Resolves when nothing is pending or in flight (tests): waits for throttled sends to go out. */
   async idle(): Promise<void> {
     while (this.#inflight.size || this.#pending.size) {
-      await Promise.all([...this.#inflight]);
-      if (this.#pending.size) await new Promise((r) => setTimeout(r, this.#o.throttleMs / 4));
+      if (this.#inflight.size) await Promise.all([...this.#inflight]);
+      else await new Promise<void>((r) => this.#waiters.add(r));
     }
+  }
+
+  /** Resolves when no delivery is in flight; throttled sends may still be pending (tests). */
+  async delivered(): Promise<void> {
+    while (this.#inflight.size) await Promise.all([...this.#inflight]);
+  }
+
+  /** Throttled sends waiting for their interval (tests). */
+  get pendingCount(): number {
+    return this.#pending.size;
   }
 
   /** Stops timers (pending throttled sends and retry waits are dropped). */
   close(): void {
-    for (const t of this.#timers) clearTimeout(t);
+    for (const cancel of [...this.#timers]) cancel();
     this.#timers.clear();
     this.#pending.clear();
+    this.#wakeWaiters();
   }
 }

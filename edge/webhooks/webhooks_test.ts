@@ -169,13 +169,40 @@ Deno.test("webhooks: retried with backoff until the receiver accepts", async () 
   }
 });
 
+/** A clock for the dispatcher that moves only when told: `now` and `schedule`, then `advance(ms)`. */
+class ManualClock {
+  t = 1_700_000_000_000;
+  #due: { at: number; fn: () => void; seq: number }[] = [];
+  #seq = 0;
+  now = () => this.t;
+  schedule = (ms: number, fn: () => void) => {
+    const entry = { at: this.t + ms, fn, seq: this.#seq++ };
+    this.#due.push(entry);
+    return () => void (this.#due = this.#due.filter((e) => e !== entry));
+  };
+  /** Moves time on by `ms`, running what falls due, in order. */
+  advance(ms: number) {
+    const end = this.t + ms;
+    for (;;) {
+      const next = this.#due.filter((e) => e.at <= end).sort((a, b) => a.at - b.at || a.seq - b.seq)[0];
+      if (!next) break;
+      this.#due = this.#due.filter((e) => e !== next);
+      this.t = next.at;
+      next.fn();
+    }
+    this.t = end;
+  }
+}
+
 Deno.test("webhooks: logs and output are throttled to one per interval per job", async () => {
   const r = receiver();
   try {
+    const clock = new ManualClock();
     const t = await testEdge({
       webhooksAllowPrivate: true,
-      webhookOptions: { retryDelaysMs: [], throttleMs: 200 },
+      webhookOptions: { retryDelaysMs: [], throttleMs: 200, now: clock.now, schedule: clock.schedule },
     });
+    const hooks = t.edge.webhooks;
     await t.worker.register();
     await t.json("/v1/predictions", {
       base_model: "tiny-shapes",
@@ -185,9 +212,25 @@ Deno.test("webhooks: logs and output are throttled to one per interval per job",
     });
     const job = (await t.worker.lease())!;
     for (let i = 0; i < 5; i++) await t.worker.heartbeat(job, { logs: [`line ${i}`] });
-    await t.edge.webhooks.idle();
-    assertEquals(r.got.length, 2, "the first at once, the rest coalesced into one");
+    await hooks.delivered();
+    assertEquals(
+      [r.got.length, hooks.pendingCount],
+      [1, 1],
+      "the first at once, the rest coalesced into one",
+    );
+    clock.advance(199);
+    await hooks.delivered();
+    assertEquals([r.got.length, hooks.pendingCount], [1, 1], "nothing more within the interval");
+    clock.advance(1);
+    await hooks.idle();
+    assertEquals([r.got.length, hooks.pendingCount], [2, 0], "the coalesced one when the interval is over");
     assert(JSON.parse(r.got[1].body).logs.includes("line 4"), "the coalesced one carries the latest logs");
+    await t.worker.heartbeat(job, { logs: ["line 5"] });
+    await hooks.delivered();
+    assertEquals([r.got.length, hooks.pendingCount], [2, 1], "the next one waits for its own interval");
+    clock.advance(200);
+    await hooks.idle();
+    assertEquals(r.got.length, 3);
   } finally {
     await r.close();
   }

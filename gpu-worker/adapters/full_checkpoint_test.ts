@@ -19,15 +19,27 @@ import { withTemp } from "../ort/test_scaffold.ts";
 const BASE = new URL("../../models/tiny-shapes", import.meta.url).pathname;
 const UNET = "unet/diffusion_pytorch_model.safetensors";
 
-/** A copy of the base folder whose UNet weights are all shifted by `delta` (a stand-in for a fine-tune). */
-async function shiftedFolder(dir: string, delta: number): Promise<void> {
-  await copyFolder(BASE, dir, (name) => !name.startsWith("."));
-  const f = await loadSafetensors(`${dir}/${UNET}`);
+const TEXT_ENCODER = "text_encoder/model.safetensors";
+
+/** Every F32 tensor of the safetensors file `path` shifted by `delta`, written back. */
+async function shiftWeights(path: string, delta: number): Promise<void> {
+  const f = await loadSafetensors(path);
   const out: Record<string, TensorData> = {};
   for (const n of f.names()) {
+    assertEquals(f.entry(n).dtype, "F32", n);
     out[n] = { dtype: "F32", shape: f.entry(n).shape, data: f.float32(n).map((v) => v + delta) };
   }
-  await Deno.writeFile(`${dir}/${UNET}`, writeSafetensors(out, { format: "pt" }));
+  await Deno.writeFile(path, writeSafetensors(out, { format: "pt" }));
+}
+
+/**
+ * A copy of the base folder whose UNet weights are all shifted by `delta` (a stand-in for a fine-tune), and its
+ * text-encoder weights by `textEncoderDelta` where that is given.
+ */
+async function shiftedFolder(dir: string, delta: number, textEncoderDelta?: number): Promise<void> {
+  await copyFolder(BASE, dir, (name) => !name.startsWith("."));
+  await shiftWeights(`${dir}/${UNET}`, delta);
+  if (textEncoderDelta !== undefined) await shiftWeights(`${dir}/${TEXT_ENCODER}`, textEncoderDelta);
 }
 
 Deno.test("a full checkpoint packs the fine-tuned UNet and unpacks into a model folder beside the base", async () => {
@@ -59,13 +71,22 @@ Deno.test("a full checkpoint packs the fine-tuned UNet and unpacks into a model 
 
 Deno.test("a full checkpoint with the text encoder replaces it too", async () => {
   await withTemp("full_ckpt_te_", async (dir) => {
-    await shiftedFolder(`${dir}/tuned`, 0);
+    await shiftedFolder(`${dir}/tuned`, 0.25, -0.125);
     const file = readSafetensors(await encodeFullCheckpoint(`${dir}/tuned`, { withTextEncoder: true }), "c");
     assertEquals(describeFullCheckpoint(file).parts, ["unet", "text_encoder"]);
     await materializeFullCheckpoint(file, BASE, `${dir}/served`);
     assert(!(await Deno.lstat(`${dir}/served/text_encoder`)).isSymlink);
     assert(!(await Deno.lstat(`${dir}/served/text_encoder/model.safetensors`)).isSymlink);
-    await loadModelFolder(`${dir}/served`);
+    const served = (await loadModelFolder(`${dir}/served`)).weights;
+    const base = (await loadModelFolder(BASE)).weights;
+    // every served weight is the fine-tune's (base + its shift), none the base's own
+    for (const [part, delta] of [["text_encoder", -0.125], ["unet", 0.25]] as const) {
+      assertEquals(served[part].names(), base[part].names(), part);
+      for (const n of base[part].names()) {
+        const want = base[part].float32(n).map((v) => v + delta);
+        assertEquals(served[part].float32(n), want, `${part} ${n}`);
+      }
+    }
   });
 });
 

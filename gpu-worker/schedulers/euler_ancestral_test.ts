@@ -1,13 +1,28 @@
 /**
- * EulerAncestralDiscreteScheduler tests: seeded determinism, the sigma_up/sigma_down split, and the schedule it
- * shares with diffusers' Euler (no diffusers chain fixture exists for the stochastic sampler).
+ * EulerAncestralDiscreteScheduler tests: every step against diffusers' chain (the project's fixture, each step
+ * fed the noise diffusers drew), seeded determinism, the sigma_up/sigma_down split, and the schedule it shares
+ * with diffusers' Euler.
  */
 import { Rng } from "../random.ts";
 import { assert, assertClose, assertEquals, assertThrows, relativeError } from "../testing.ts";
 import { EulerAncestralDiscreteScheduler } from "./euler_ancestral.ts";
 import { EulerDiscreteScheduler } from "./euler_discrete.ts";
 import { createScheduler } from "./scheduler.ts";
-import { loadSchedulerReference, SD15 } from "./testing_reference.ts";
+import {
+  assertChainMatches,
+  loadEulerAncestralReference,
+  loadSchedulerReference,
+  SD15,
+} from "./testing_reference.ts";
+
+for (const pred of ["epsilon", "v_prediction"]) {
+  Deno.test(`Euler ancestral matches diffusers (${pred}): timesteps, scaled inputs, every step given its noise`, async () => {
+    const ref = await loadEulerAncestralReference();
+    const key = `euler_a.${pred}`;
+    assertEquals(ref.configs[key].prediction_type, pred);
+    assertChainMatches(ref, key, new EulerAncestralDiscreteScheduler(ref.configs[key]));
+  });
+}
 
 function chain(seed: number, viaOptions = false): Float32Array {
   const s = new EulerAncestralDiscreteScheduler(SD15, viaOptions ? { generator: new Rng(seed) } : {});

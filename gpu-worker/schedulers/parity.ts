@@ -2,10 +2,12 @@
  * Scheduler parity with diffusers for a fixture folder laid out as `../shared/reference/schedulers/`
  * (config.json keyed `<sampler>.<prediction>`, io.safetensors with the chains): replays every chain through
  * our sampler and reports the worst relative error of scaled inputs and steps, plus the DDPM training
- * schedule (alphas_cumprod, add_noise, get_velocity). Timesteps must match exactly. The scheduler tests replay
- * the same chains with `replaySchedulerChain` (through `testing_reference.ts`).
+ * schedule (alphas_cumprod, add_noise, get_velocity). Timesteps must match exactly. A stochastic sampler's chain
+ * (Euler ancestral) carries each step's noise as `.noise.i`, which the replay feeds to the step. The scheduler
+ * tests replay the same chains with `replaySchedulerChain` (through `testing_reference.ts`).
  */
 import { loadSafetensors, type SafetensorsFile } from "../models/safetensors.ts";
+import { Rng } from "../random.ts";
 import { relativeError } from "../testing.ts";
 import {
   addNoise,
@@ -38,6 +40,28 @@ export async function loadSchedulerFixtures(dir: string): Promise<SchedulerFixtu
   return { configs: configs as Record<string, Record<string, unknown>>, io };
 }
 
+/** An Rng whose one `normal(n)` draw is the fixture's noise for a step (as diffusers drew it). */
+class FixtureNoise extends Rng {
+  #noise: Float32Array | null;
+  constructor(noise: Float32Array, readonly what: string) {
+    super(0);
+    this.#noise = noise;
+  }
+  override normal(n: number, std = 1): Float32Array {
+    const noise = this.#noise;
+    if (!noise || noise.length !== n || std !== 1) {
+      throw new RangeError(
+        `${this.what}: the step drew normal(${n}, ${std}); the fixture has one draw of ${noise?.length}`,
+      );
+    }
+    this.#noise = null;
+    return noise.slice();
+  }
+  override gauss(): number {
+    throw new RangeError(`${this.what}: the step drew single values; the fixture has one normal() draw`);
+  }
+}
+
 /** Worst relative errors of a replayed chain. */
 export interface ChainResult {
   steps: number;
@@ -48,8 +72,9 @@ export interface ChainResult {
 /**
  * Replays the chain `key` (e.g. `euler.v_prediction`): setTimesteps(len(timesteps)), hand our timesteps (as
  * int64, the fixture's type: fractional Euler timesteps truncate) and the fixture's to `checkTimesteps`, start at
- * `.init`, and per step compare scaleModelInput with `.scaled_input.i` and step(model_output.i) with `.prev.i`.
- * The chain runs on its own samples (errors may compound, as they would in use).
+ * `.init`, and per step compare scaleModelInput with `.scaled_input.i` and step(model_output.i) with `.prev.i`
+ * (the step given `.noise.i` as its one normal() draw where the fixture has it). The chain runs on its own samples
+ * (errors may compound, as they would in use).
  */
 export function replaySchedulerChain(
   io: SafetensorsFile,
@@ -66,7 +91,10 @@ export function replaySchedulerChain(
     const t = scheduler.timesteps[i];
     const xin = scheduler.scaleModelInput(x, t);
     maxScaledInput = Math.max(maxScaledInput, relativeError(xin, io.float32(`${key}.scaled_input.${i}`)));
-    x = scheduler.step(io.float32(`model_output.${i}`), t, x);
+    const noise = io.has(`${key}.noise.${i}`)
+      ? new FixtureNoise(io.float32(`${key}.noise.${i}`), `${key} step ${i}`)
+      : undefined;
+    x = scheduler.step(io.float32(`model_output.${i}`), t, x, noise);
     maxPrev = Math.max(maxPrev, relativeError(x, io.float32(`${key}.prev.${i}`)));
   }
   return { steps: expected.length, maxScaledInput, maxPrev };

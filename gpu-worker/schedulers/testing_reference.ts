@@ -37,6 +37,20 @@ export function loadSchedulerReference(): Promise<SchedulerReference> {
 }
 
 /**
+ * The project's Euler ancestral fixture (made by scripts/reference/make_euler_ancestral_fixture.py with
+ * diffusers' EulerAncestralDiscreteScheduler): chains keyed `euler_a.<prediction>`, each step's noise included.
+ */
+export const EULER_ANCESTRAL_DIR = new URL("./fixtures/euler_ancestral/", import.meta.url);
+
+let cachedEulerAncestral: Promise<SchedulerReference> | null = null;
+
+/** Loads (once) the Euler ancestral fixture. */
+export function loadEulerAncestralReference(): Promise<SchedulerReference> {
+  cachedEulerAncestral ??= loadSchedulerFixtures(EULER_ANCESTRAL_DIR.pathname.replace(/\/$/, ""));
+  return cachedEulerAncestral;
+}
+
+/**
  * Replays the chain `key` (`replaySchedulerChain`), asserting first that the timesteps match exactly (as int64,
  * the fixture's type: fractional Euler timesteps truncate).
  */

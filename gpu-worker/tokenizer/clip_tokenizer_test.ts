@@ -1,5 +1,5 @@
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import { assert, assertEquals, assertRejects, assertThrows } from "../testing.ts";
+import { assertEquals, assertRejects, assertThrows } from "../testing.ts";
 import { ClipTokenizer, parseMergesTxt } from "./clip_tokenizer.ts";
 import { clipTokenizerJson } from "./clip_tokenizer_json.ts";
 
@@ -15,9 +15,8 @@ const cases: Case[] = JSON.parse(await Deno.readTextFile(new URL("tokenized.json
 const vocabText = await Deno.readTextFile(new URL("vocab.json", REF));
 const mergesText = await Deno.readTextFile(new URL("merges.txt", REF));
 
-let t0 = performance.now();
+// Load and encode times are figures of the machine: `deno task bench` prints them (scripts/bench_host.ts).
 const tok = ClipTokenizer.fromVocabAndMerges(JSON.parse(vocabText), mergesText);
-const loadMs = performance.now() - t0;
 
 async function tempModelFolder(files: Record<string, string>): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "clip_tokenizer_test_" });
@@ -42,21 +41,6 @@ Deno.test("vocab.json + merges.txt: every reference case matches exactly", () =>
     assertEquals(inputIds, [c.ids], JSON.stringify(c.text));
     assertEquals(attentionMask, [c.ids.map(() => 1)]);
   }
-});
-
-Deno.test("speed: loading under a second, the 14 cases in milliseconds", () => {
-  const fresh = ClipTokenizer.fromVocabAndMerges(JSON.parse(vocabText), mergesText);
-  t0 = performance.now();
-  for (const c of cases) fresh.encode(c.text);
-  const coldMs = performance.now() - t0;
-  t0 = performance.now();
-  for (const c of cases) fresh.encode(c.text);
-  const warmMs = performance.now() - t0;
-  console.log(
-    `load ${loadMs.toFixed(1)} ms, 14 cases cold ${coldMs.toFixed(2)} ms, cached ${warmMs.toFixed(2)} ms`,
-  );
-  assert(loadMs < 1000, `loading took ${loadMs} ms`);
-  assert(coldMs < 100, `tokenizing took ${coldMs} ms`);
 });
 
 Deno.test("call: pads with EOS to 77 and truncates the long case keeping EOS last", () => {

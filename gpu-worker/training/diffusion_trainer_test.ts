@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../testing.ts";
+import { assert, assertClose, assertEquals, assertRejects } from "../testing.ts";
 import { EngineRunner } from "../ort/runner.ts";
 import { loadModelFolder } from "../models/model_folder.ts";
 import { EXTRA_TOKENS_INPUT } from "../models/clip_text_model.ts";
@@ -101,23 +101,38 @@ Deno.test("trainable selection by name: cross-attention K/V only; bad batches ar
 Deno.test("per-sample weights and masks: a zero weight or an empty mask removes a sample from the loss", async () => {
   await withRunner(async (runner) => {
     const folder = await loadModelFolder(TINY);
-    const trainer = await DiffusionTrainer.create(runner, folder, {
-      batch: 2,
-      lora: { targets: [/attn2\.to_k$/], rank: 2, alpha: 2 },
-    });
+    const lora = { targets: [/attn2\.to_k$/], rank: 2, alpha: 2 };
+    const trainer = await DiffusionTrainer.create(runner, folder, { batch: 2, lora });
+    const single = await DiffusionTrainer.create(runner, folder, { batch: 1, lora });
     const n = folder.unetConfig.in_channels * folder.unetConfig.sample_size ** 2;
     const hw = folder.unetConfig.sample_size ** 2;
-    const [a, b] = examples(n, ["a red circle", "a blue star"]);
-    const both = await trainer.computeGradients([a, { ...b, weight: 0 }], new Rng(5));
+    // x_t, timestep and target given, so no draw of the rng decides what a sample's loss is
+    const [a, b] = ["a red circle", "a blue star"].map((caption, i) => ({
+      caption,
+      noisy: new Rng(60 + i).normal(n),
+      timestep: 300 + 400 * i,
+      target: new Rng(70 + i).normal(n),
+    }));
+    // The first sample's loss alone (a batch of 1), against which a batch of 2 is the mean over the batch.
+    const alone = await single.computeGradients([a], new Rng(5));
+    assert(Object.keys(alone.grads).length > 0 && alone.loss > 0, "something trained");
+    const close = (x: number, y: number) => Math.abs(x - y) <= 1e-6 * Math.max(Math.abs(y), 1e-12);
+    const weighted = await trainer.computeGradients([a, { ...b, weight: 0 }], new Rng(5));
     const masked = await trainer.computeGradients([a, { ...b, mask: new Float32Array(hw) }], new Rng(5));
-    // With weight 0 the second sample adds nothing: loss = (loss of a) / 2 both ways.
-    assert(
-      Math.abs(both.loss - masked.loss) < 1e-6 * Math.max(1, both.loss),
-      `${both.loss} vs ${masked.loss}`,
-    );
+    for (const [what, run] of [["weight 0", weighted], ["empty mask", masked]] as const) {
+      // the second sample adds nothing: loss = (loss of a) / 2, and so is the gradient
+      assert(
+        close(run.loss, alone.loss / 2),
+        `${what}: loss ${run.loss}, half the first sample's ${alone.loss / 2}`,
+      );
+      for (const [name, g] of Object.entries(alone.grads)) {
+        assertClose(run.grads[name], g.map((v) => v / 2), 1e-4, `${what}: ${name}`);
+      }
+    }
     const full = await trainer.computeGradients([a, b], new Rng(5));
-    assert(full.loss > both.loss);
+    assert(full.loss > weighted.loss + 1e-3, `${full.loss} vs ${weighted.loss}`);
     await trainer.release();
+    await single.release();
   });
 });
 
