@@ -5,11 +5,12 @@
  * zero embeddings (the unconditional model) and with the text prompt that describes the reference
  * (`gpu-worker/eval/reference_fidelity.ts`; 20 DDIM steps, CFG 2.0 for the reference, 3 for the text).
  *
- * Always asserted: background and colour margins over the zero-embedding baseline that the shipped SeeCoder
- * holds on every measured seed (MARGINS, from `scripts/eval_reference.ts --count 24 --seed 7|8|9`).
- * The issue's targets (>= 90% / 80% / 60%) are asserted only with PROMPT_FREE_TARGETS=1: the shipped tiny
- * SeeCoder does not reach the object-colour and shape targets (measured figures in BENCHMARKS.md), and the
- * targets are left at the issue's values rather than lowered to what it reaches.
+ * Always asserted: background, colour and shape floors and margins over the zero-embedding baseline that the
+ * shipped SeeCoder holds on every measured seed (MARGINS, from `scripts/eval_reference.ts --count 24 --seed
+ * 7|8|9`). The issue's targets (>= 90% / 80% / 60%) are asserted only with PROMPT_FREE_TARGETS=1: the shipped
+ * tiny SeeCoder reaches the background target but not quite the colour and shape ones (74% / 50% on 100
+ * references; the text prompt itself gets 81.5% / 68.5%), and the targets are left at the issue's values
+ * rather than lowered to what it reaches.
  */
 import { assert } from "../testing.ts";
 import { EngineRunner } from "../ort/runner.ts";
@@ -22,15 +23,15 @@ const COUNT = 24;
 const SEED = Number(Deno.env.get("PROMPT_FREE_SEED") ?? 7);
 /** The issue's targets for the reference-image variation. */
 const TARGETS = { background: 0.9, colour: 0.8, shape: 0.6 };
-/** Held on every measured seed: the reference's rates at least `floor`, and this far above zero embeddings. */
 /**
- * Set from the shipped SeeCoder at seeds 7, 8, 9 (24 references each): reference background 0.917 / 1.000 /
- * 0.833, colour 0.583 / 0.583 / 0.708; zeros background 0.167 / 0.208 / 0.000, colour 0.125 / 0.125 / 0.000.
- * Shape (reference 0.083-0.125, zeros 0.000-0.042) has no margin clear of the no-effect value: not asserted.
+ * Held on every measured seed: the reference's rates at least `floor`, and this far above zero embeddings. Set
+ * from the shipped SeeCoder (text pretext) at seeds 7, 8, 9 (24 references each): reference background
+ * 1.000 / 1.000 / 1.000, colour 0.792 / 0.750 / 0.667, shape 0.500 / 0.583 / 0.500; zeros background 0.167 /
+ * 0.208 / 0.000, colour 0.125 / 0.125 / 0.000, shape 0.000 / 0.042 / 0.042.
  */
 const MARGINS = {
-  floor: { background: 0.8, colour: 0.45 },
-  overZeros: { background: 0.5, colour: 0.3 },
+  floor: { background: 0.9, colour: 0.6, shape: 0.4 },
+  overZeros: { background: 0.7, colour: 0.5, shape: 0.35 },
 };
 
 Deno.test({
@@ -50,7 +51,7 @@ Deno.test({
         } |px| ${m.pixelDistance.toFixed(1)}`;
       const report = `reference ${show(ref)}; zeros ${show(zeros)}; text ${show(text)}`;
       console.log(report);
-      for (const k of ["background", "colour"] as const) {
+      for (const k of ["background", "colour", "shape"] as const) {
         assert(ref.rates[k] >= MARGINS.floor[k], `${k}: ${report}`);
         assert(ref.rates[k] - zeros.rates[k] >= MARGINS.overZeros[k], `${k} over zeros: ${report}`);
       }
