@@ -61,6 +61,8 @@ function refuseLiteralPrivateWebhook(raw: string, allowPrivate: boolean): void {
 export class BlobPlan {
   readonly blobs: Record<string, BlobRef> = {};
   readonly captions: Record<string, string> = {};
+  /** Pixel sizes of the image files planned, by id (where the upload recorded them). */
+  readonly sizes: Record<string, { width: number; height: number }> = {};
 
   constructor(private readonly edge: Edge, private readonly tenant: string) {}
 
@@ -75,6 +77,9 @@ export class BlobPlan {
     const f = await this.#file(id, field);
     if (f.kind !== "image") throw unknownRef(field, `file "${id}" is a ${f.kind}, expected an image`);
     this.blobs[id] = { sha256: f.sha256, size: f.size };
+    if (f.width !== undefined && f.height !== undefined) {
+      this.sizes[id] = { width: f.width, height: f.height };
+    }
     return id;
   }
 

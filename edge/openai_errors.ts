@@ -20,6 +20,7 @@ const PARAMS: [RegExp, string][] = [
   [/^base_model$|^input\.(adapters|sliders)\b/, "model"],
   [/^(input\.)?prompt$/, "prompt"],
   [/^input\.(image|reference_image)$/, "image"],
+  [/^input\.mask$/, "mask"],
   [/^input\.strength$/, "strength"],
   [/^input\.steps$/, "steps"],
   [/^input\.seed$/, "seed"],

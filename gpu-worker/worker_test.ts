@@ -478,6 +478,7 @@ Deno.test("bad input fails at once and is not retried; the worker goes on to the
       [registration.methods, registration.merges, registration.features],
       [["dreambooth", "custom_diffusion", "concept_slider"], ["custom_diffusion"], [
         "img2img",
+        "inpainting",
         "regions",
         "sliders",
         "reference_image",

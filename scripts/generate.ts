@@ -1,10 +1,10 @@
 /**
- * Command-line generation: txt2img or img2img on a diffusers model folder, with a progress bar on a terminal
+ * Command-line generation: txt2img, img2img or inpainting (`--mask`) on a diffusers model folder, with a progress bar on a terminal
  * (`--json`: progress and the result as JSON lines; `scripts/progress.ts`).
  *
  * Usage: deno task generate --model models/tiny-shapes --prompt "a red circle" --seed 1 --steps 20 --out out.png
  *   [--negative "..."] [--scheduler ddim|ddpm|euler|euler_a|dpmpp_2m] [--guidance 7.5] [--n 1]
- *   [--width W --height H] [--image in.png --strength 0.8] [--ep cpu|cuda|webgpu]
+ *   [--width W --height H] [--image in.png [--strength 0.8] [--mask mask.png]] [--ep cpu|cuda|webgpu]
  *   [--slider FILE.safetensors [--scale S | --grid=-2,-1,0,1,2] [--slider-start 800]] [--json]
  * With --n > 1, images are written as out-0.png, out-1.png, ... With --grid, one PNG holds the same seed at
  * each slider scale, left to right (a slider grid); with --n N as well, N rows, seeds seed..seed+N-1.
@@ -14,6 +14,7 @@ import { Progress, progressMode } from "./progress.ts";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
 import { StableDiffusionPipeline } from "../gpu-worker/pipelines/stable_diffusion.ts";
 import { decodePng, encodePng } from "../gpu-worker/image/png.ts";
+import { decodeMask } from "../gpu-worker/image/mask.ts";
 import type { SchedulerName } from "../gpu-worker/schedulers/scheduler.ts";
 import type { ExecutionProvider } from "../gpu-worker/ort/session.ts";
 import { numberFlag } from "./flags.ts";
@@ -22,7 +23,7 @@ import { imageGrid, SLIDER_START_TIMESTEP, sliderScale } from "../gpu-worker/pip
 
 const USAGE = `usage: deno task generate --model DIR --prompt TEXT [--seed N] [--steps N] [--out FILE.png]
   [--negative TEXT] [--scheduler NAME] [--guidance G] [--n N] [--width W] [--height H]
-  [--image FILE.png --strength S] [--ep cpu|cuda|webgpu]
+  [--image FILE.png [--strength S] [--mask FILE.png]] [--ep cpu|cuda|webgpu]
   [--slider FILE.safetensors [--scale S | --grid=S1,S2,...] [--slider-start T]] [--json]`;
 
 const num = (name: string, v: string | undefined) => numberFlag(name, v);
@@ -43,6 +44,7 @@ async function main() {
       height: { type: "string" },
       image: { type: "string" },
       strength: { type: "string" },
+      mask: { type: "string" },
       out: { type: "string" },
       ep: { type: "string" },
       slider: { type: "string" },
@@ -65,6 +67,7 @@ async function main() {
     });
     const loadS = (performance.now() - t0) / 1000;
     const image = values.image ? decodePng(await Deno.readFile(values.image)) : undefined;
+    const mask = values.mask ? decodeMask(await Deno.readFile(values.mask), values.mask) : undefined;
     const progress = new Progress("generate", progressMode(values.json));
     const slider = values.slider
       ? toLoraWeights(decodeLora(await Deno.readFile(values.slider), values.slider))
@@ -81,6 +84,7 @@ async function main() {
       height: num("height", values.height),
       image,
       strength: num("strength", values.strength),
+      mask,
     };
     if (slider && values.grid) {
       const scales = values.grid.split(",").map((x) => num("grid", x.trim())!);

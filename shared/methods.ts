@@ -102,6 +102,7 @@ export interface PredictionFeatureEntry {
 /** Optional prediction features; plain txt2img with LoRA and Custom Diffusion adapters is not one. */
 export const PREDICTION_FEATURE_REGISTRY = {
   img2img: { title: "image + strength: start from an image (SDEdit)", field: "image" },
+  inpainting: { title: "image + mask: repaint the masked part, keep the rest", field: "mask" },
   sliders: { title: "Concept Sliders, each with a scale and a start step", field: "sliders" },
   regions: { title: "boxes, each with its own prompt and adapters", field: "regions" },
   reference_image: {

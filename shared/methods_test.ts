@@ -67,17 +67,18 @@ Deno.test("registry: merges have a price and the kind of adapter they make; feat
     assert(MERGE_METHOD_REGISTRY[m].price > 0);
     assert(AdapterKind.options.includes(MERGE_METHOD_REGISTRY[m].adapterKind));
   }
-  assertEquals(PREDICTION_FEATURES, ["img2img", "sliders", "regions", "reference_image"]);
+  assertEquals(PREDICTION_FEATURES, ["img2img", "inpainting", "sliders", "regions", "reference_image"]);
   const plain = PredictionInput.parse({ prompt: "a red circle" });
   assertEquals(predictionFeatures(plain), [], "defaults ([] sliders, [] regions) ask for nothing");
   assertEquals(
     predictionFeatures(PredictionInput.parse({
       prompt: "x",
       image: "file_1",
+      mask: "file_3",
       sliders: [{ id: "s", scale: 1 }],
       regions: [{ box: [0, 0, 0.5, 1], prompt: "a cat" }],
       reference_image: "file_2",
     })),
-    ["img2img", "sliders", "regions", "reference_image"],
+    ["img2img", "inpainting", "sliders", "regions", "reference_image"],
   );
 });

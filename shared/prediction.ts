@@ -35,9 +35,15 @@ export const PredictionInput = z.object({
   seed: z.number().int().min(0).max(2 ** 53 - 1).optional(),
   width: z.number().int().min(8).max(4096).optional(),
   height: z.number().int().min(8).max(4096).optional(),
-  /** img2img: an uploaded file id, and how much of the schedule to run. */
+  /** img2img: an uploaded file id, and how much of the schedule to run (absent: 0.8, or 1 with a mask). */
   image: z.string().optional(),
-  strength: z.number().gt(0).max(1).default(0.8),
+  strength: z.number().gt(0).max(1).optional(),
+  /**
+   * Inpainting (with `image`, the same size): an uploaded file id of a mask. Where it is transparent (alpha <
+   * 0.5), or, in an opaque mask, white (luminance >= 0.5), the image is repainted; elsewhere its pixels are
+   * kept, and its latents are blended back after every step so the repaint agrees with them.
+   */
+  mask: z.string().optional(),
   adapters: z.array(z.object({ id: z.string(), scale: Scale.default(1) })).max(16).default([]),
   /**
    * Concept sliders, each at its scale (any real number, typically -5..5); a slider is off (scale 0) while the
@@ -72,6 +78,7 @@ const LeasedImage = z.union([BlobName, BlobRef]);
 export const PredictionWork = z.object({
   ...PredictionInput.shape,
   image: LeasedImage.optional(),
+  mask: LeasedImage.optional(),
   reference_image: LeasedImage.optional(),
   adapters: z.array(LeasedAdapter.extend({ scale: Scale.default(1) })).default([]),
   sliders: z.array(

@@ -5,6 +5,7 @@
  * model, a tenant with no credits (402) and a rate limit (429, with Retry-After), each in OpenAI's error shape.
  */
 import OpenAI, { toFile } from "openai";
+import { encode } from "fast-png";
 import { assert, assertEquals } from "../gpu-worker/testing.ts";
 import { decodePng } from "../gpu-worker/image/png.ts";
 import { testEdge } from "../edge/testing.ts";
@@ -92,29 +93,59 @@ Deno.test({
         },
       );
 
-      await t.step("edits: img2img from an uploaded image; a mask (inpainting) is 501", async () => {
-        const image = await toFile(starPng(1), "star.png", { type: "image/png" });
-        const r = await ai.images.edit({
-          model: "tiny-shapes",
-          image,
-          prompt: "a purple star, white background",
-          response_format: "b64_json",
-        });
-        assertEquals(pngOf(r.data![0].b64_json!).width, 64);
-        const masked = await failure(ai.images.edit({
-          model: "tiny-shapes",
-          image: await toFile(starPng(1), "star.png", { type: "image/png" }),
-          mask: await toFile(starPng(2), "mask.png", { type: "image/png" }),
-          prompt: "x",
-        }));
-        assertEquals([masked.status, masked.param, masked.code], [501, "mask", "not_implemented"]);
-        const notImage = await failure(ai.images.edit({
-          model: "tiny-shapes",
-          image: await toFile(new TextEncoder().encode("hello"), "a.png", { type: "image/png" }),
-          prompt: "x",
-        }));
-        assertEquals(notImage.status, 415);
-      });
+      await t.step(
+        "edits: img2img from an uploaded image; inpainting with a mask keeps its opaque part",
+        async () => {
+          const image = await toFile(starPng(1), "star.png", { type: "image/png" });
+          const r = await ai.images.edit({
+            model: "tiny-shapes",
+            image,
+            prompt: "a purple star, white background",
+            response_format: "b64_json",
+          });
+          assertEquals(pngOf(r.data![0].b64_json!).width, 64);
+          // OpenAI's mask: transparent where the image is edited (here the right half), opaque elsewhere.
+          const maskPng = (w: number, h: number) => {
+            const data = new Uint8Array(w * h * 4);
+            for (let p = 0; p < w * h; p++) data[p * 4 + 3] = p % w >= w / 2 ? 0 : 255;
+            return encode({ width: w, height: h, data, channels: 4, depth: 8 });
+          };
+          const masked = await ai.images.edit({
+            model: "tiny-shapes",
+            image: await toFile(starPng(1), "star.png", { type: "image/png" }),
+            mask: await toFile(maskPng(64, 64), "mask.png", { type: "image/png" }),
+            prompt: "a large plain yellow circle in the center, white background",
+            response_format: "b64_json",
+          });
+          const out = pngOf(masked.data![0].b64_json!), src = decodePng(starPng(1));
+          let keptDiff = 0, repaintedDiff = 0;
+          for (let p = 0; p < 64 * 64; p++) {
+            const d = Math.abs(out.rgb[p * 3] - src.rgb[p * 3]) +
+              Math.abs(out.rgb[p * 3 + 2] - src.rgb[p * 3 + 2]);
+            if (p % 64 < 32) keptDiff += d;
+            else repaintedDiff += d;
+          }
+          assertEquals(keptDiff, 0, "inpainting keeps the opaque half's pixels");
+          assert(repaintedDiff > 0, "inpainting repaints the transparent half");
+          const wrongSize = await failure(ai.images.edit({
+            model: "tiny-shapes",
+            image: await toFile(starPng(1), "star.png", { type: "image/png" }),
+            mask: await toFile(maskPng(32, 32), "mask.png", { type: "image/png" }),
+            prompt: "x",
+          }));
+          assertEquals([wrongSize.status, wrongSize.param], [422, "mask"]);
+          assert(
+            wrongSize.message.includes("the mask is 32x32, expected the image's size 64x64"),
+            wrongSize.message,
+          );
+          const notImage = await failure(ai.images.edit({
+            model: "tiny-shapes",
+            image: await toFile(new TextEncoder().encode("hello"), "a.png", { type: "image/png" }),
+            prompt: "x",
+          }));
+          assertEquals(notImage.status, 415);
+        },
+      );
 
       await t.step(
         "variations: 501 naming what is missing while no worker serves reference_image",

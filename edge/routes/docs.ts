@@ -33,7 +33,7 @@ const PROBLEMS: [string, string][] = [
   [
     "not-implemented",
     "501: workers for the base model are registered and none serves the training or merge method, or the " +
-    "prediction features (sliders, regions, reference_image, img2img) the request uses; nothing was charged. " +
+    "prediction features (sliders, regions, reference_image, img2img, inpainting) the request uses; nothing was charged. " +
     "With no worker registered for the model yet, the job is accepted and waits for one.",
   ],
   ["link-conflict", "409: the Discord guild/user or Slack team is linked to another account"],

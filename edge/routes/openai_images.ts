@@ -1,7 +1,7 @@
 /**
  * OpenAI-compatible image routes for clients and chat-bots that speak OpenAI's images API (its official
  * `openai` client works against them): `POST /v1/images/generations` (txt2img), `/v1/images/edits` (multipart
- * `image`: img2img; a `mask` asks for inpainting, which no worker does yet: 501), `/v1/images/variations`
+ * `image`: img2img; with a `mask`, inpainting where the mask is transparent), `/v1/images/variations`
  * (multipart `image`: Prompt-Free generation from the reference; 501 until a worker serves `reference_image`).
  * Each is one native prediction (`acceptPrediction`: the same checks, routing, price, idempotency and rate
  * limits) answered when it finishes, as `{created, data: [{url | b64_json}]}`; errors come in OpenAI's shape
@@ -212,7 +212,8 @@ export function openAiImageRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     {
       method: "post",
       path: "/v1/images/edits",
-      summary: "OpenAI-compatible: img2img from an uploaded image (a mask, for inpainting, is 501 for now)",
+      summary:
+        "OpenAI-compatible: img2img from an uploaded image, inpainting with a mask (transparent = repaint)",
       tags,
       auth: "api_key",
       headers: COSTLY_HEADERS,
@@ -224,19 +225,12 @@ export function openAiImageRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
       const form = await readMultipart(c, 2 * c.get("edge").uploadLimits.maxBytes, 'with an "image" file');
       const { fields, file } = formFields(form);
       const f = validate(ImagesEditFields, fields);
-      if (file("mask")) {
-        throw new ApiProblem(
-          501,
-          "not-implemented",
-          "Not Implemented",
-          "inpainting (an edit with a mask) is not served by this server yet; send the image without a mask for img2img",
-          { invalid_fields: [{ name: "mask", reason: "inpainting is not implemented" }] },
-        );
-      }
+      const mask = file("mask");
       return await answer(c, f, ignoredOf(fields), {
-        name: "img2img",
+        name: mask ? "inpainting" : "img2img",
         input: async () => ({
           image: await uploadedImage(c, file("image"), "image"),
+          ...(mask ? { mask: await uploadedImage(c, mask, "mask") } : {}),
           ...(f.strength !== undefined ? { strength: f.strength } : {}),
         }),
       });

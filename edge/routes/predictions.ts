@@ -41,6 +41,11 @@ export function describeAdapter(a: AdapterRecord) {
   };
 }
 
+const invalidMask = (reason: string) =>
+  new ApiProblem(422, "invalid-request", "Invalid request", `input.mask: ${reason}`, {
+    invalid_fields: [{ name: "input.mask", reason }],
+  });
+
 /** A full fine-tune is a whole model: at most one per prediction, and only at scale 1. */
 function checkFullModels(used: { id: string; scale: number }[], byId: Map<string, AdapterRecord>) {
   const reason = fullModelConflict(used.filter((a) => byId.get(a.id)?.full_model));
@@ -105,7 +110,17 @@ export async function acceptPrediction(c: EdgeContext, body: CreatePredictionReq
   checkFullModels(routed.adapters, byId);
 
   const plan = new BlobPlan(edge, tenant.id);
+  if (input.mask && !input.image) throw invalidMask("a mask needs input.image, the image it repaints");
   if (input.image) await plan.image(input.image, "input.image");
+  if (input.mask) {
+    await plan.image(input.mask, "input.mask");
+    const [m, i] = [plan.sizes[input.mask], plan.sizes[input.image!]];
+    if (m && i && (m.width !== i.width || m.height !== i.height)) {
+      throw invalidMask(
+        `the mask is ${m.width}x${m.height}, expected the image's size ${i.width}x${i.height}`,
+      );
+    }
+  }
   if (input.reference_image) await plan.image(input.reference_image, "input.reference_image");
   const used = new Set([...routed.adapters, ...routed.sliders].map((a) => a.id));
   for (const r of input.regions) for (const id of r.adapters ?? []) used.add(id);

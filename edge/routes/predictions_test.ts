@@ -1,7 +1,7 @@
 import { assert, assertEquals } from "../../gpu-worker/testing.ts";
 import { writeSafetensors } from "../../gpu-worker/models/safetensors.ts";
 import type { AdapterRecord } from "../records.ts";
-import { type TestEdge, testEdge, testPng } from "../testing.ts";
+import { type TestEdge, testEdge, testPng, uploadForm } from "../testing.ts";
 
 const PRED = { base_model: "tiny-shapes", input: { prompt: "a red circle", steps: 10, num_outputs: 2 } };
 
@@ -189,6 +189,44 @@ Deno.test("validation: unknown and out-of-range fields are 422 with invalid_fiel
     headers: { "content-type": "application/json" },
   });
   assertEquals(bad.status, 400);
+});
+
+Deno.test("inpainting: a mask without its image, or of another size, is 422 naming input.mask", async () => {
+  const t = await testEdge();
+  const put = async (png: Uint8Array) => {
+    const res = await t.req("/v1/files", { method: "POST", body: uploadForm(png, "x.png") });
+    assertEquals(res.status, 201);
+    return (await res.json()).id as string;
+  };
+  const [image, mask, small] = [
+    await put(testPng(8, 8)),
+    await put(testPng(8, 8, 1)),
+    await put(testPng(4, 4)),
+  ];
+  const refusal = async (input: Record<string, unknown>) => {
+    const res = await t.json("/v1/predictions", {
+      base_model: "tiny-shapes",
+      input: { prompt: "x", ...input },
+    });
+    const body = await res.json();
+    return [res.status, body.invalid_fields?.[0]?.name, body.invalid_fields?.[0]?.reason];
+  };
+  assertEquals(await refusal({ mask }), [
+    422,
+    "input.mask",
+    "a mask needs input.image, the image it repaints",
+  ]);
+  assertEquals(await refusal({ image, mask: small }), [
+    422,
+    "input.mask",
+    "the mask is 4x4, expected the image's size 8x8",
+  ]);
+  const ok = await t.json("/v1/predictions", {
+    base_model: "tiny-shapes",
+    input: { prompt: "x", image, mask },
+  });
+  assertEquals(ok.status, 202);
+  assertEquals((await ok.json()).input.mask, mask);
 });
 
 Deno.test("Prefer: wait answers 201 with the finished prediction, 202 when time runs out", async () => {

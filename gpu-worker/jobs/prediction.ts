@@ -24,6 +24,7 @@ import type { LeasedPrediction } from "../../shared/worker_protocol.ts";
 import { AdapterError, JobInputError } from "../input_error.ts";
 import { encodePng, resizeBilinear, type RgbImage } from "../image/png.ts";
 import { decodeImage } from "../training/data.ts";
+import { decodeMask } from "../image/mask.ts";
 import type {
   AdapterUse,
   LoraWeights,
@@ -42,7 +43,12 @@ import { mergeCustomDiffusion } from "../methods/custom_diffusion_compose.ts";
  * another is refused rather than its field silently ignored. `reference_image` is added by `served.ts` when
  * every model of the worker has a SeeCoder.
  */
-export const SERVED_PREDICTION_FEATURES: readonly PredictionFeature[] = ["img2img", "regions", "sliders"];
+export const SERVED_PREDICTION_FEATURES: readonly PredictionFeature[] = [
+  "img2img",
+  "inpainting",
+  "regions",
+  "sliders",
+];
 
 /** A small preview: the image scaled so its longest side is at most `size`, as base64 PNG. */
 export function previewPng(img: RgbImage, size: number): string {
@@ -143,6 +149,9 @@ export async function predict(ctx: JobContext<LeasedPrediction>): Promise<JobRes
   const image = input.image === undefined
     ? undefined
     : decodeImage(await edge.getBlob(resolveBlob(job, input.image, "input.image", "file")), "input.image");
+  const mask = input.mask === undefined
+    ? undefined
+    : decodeMask(await edge.getBlob(resolveBlob(job, input.mask, "input.mask", "file")), "input.mask");
   const referenceImage = input.reference_image === undefined ? undefined : decodeImage(
     await edge.getBlob(resolveBlob(job, input.reference_image, "input.reference_image", "file")),
     "input.reference_image",
@@ -171,6 +180,7 @@ export async function predict(ctx: JobContext<LeasedPrediction>): Promise<JobRes
     height: input.height,
     image,
     strength: input.strength,
+    mask,
     adapters,
     tokens,
     regions,

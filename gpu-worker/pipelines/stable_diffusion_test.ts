@@ -74,6 +74,37 @@ Deno.test("img2img: low strength stays near the input image, high strength moves
   });
 });
 
+Deno.test("inpainting: a mask needs its image, the same size, and at least one pixel to repaint", async () => {
+  await withPipeline(async (p) => {
+    const src = renderScene(sampleTrainScene(new Rng(0), { objectCount: 1 }), 64);
+    const all = (v: number, w = 64, h = 64) => ({
+      width: w,
+      height: h,
+      repaint: new Uint8Array(w * h).fill(v),
+    });
+    const o = { prompt: "a green star", seed: 1, steps: 2 };
+    await assertRejects(
+      () => p.generate({ ...o, mask: all(1) }),
+      Error,
+      "a mask needs the image it repaints",
+    );
+    await assertRejects(
+      () => p.generate({ ...o, image: src, mask: all(1, 32, 32) }),
+      Error,
+      "the mask is 32x32, expected the image's size 64x64",
+    );
+    await assertRejects(
+      () => p.generate({ ...o, image: src, mask: all(0) }),
+      Error,
+      "the mask repaints no pixel",
+    );
+    // A mask that repaints everything at strength 1 is the prompt's txt2img from the same noise.
+    const full = await p.generate({ ...o, image: src, mask: all(1) });
+    const txt = await p.generate(o);
+    assertEquals(encodePng(full.images[0]), encodePng(txt.images[0]));
+  });
+});
+
 Deno.test("LoRA slots: scale 0 is a no-op, scales add up across adapters, and scales can change per step", async () => {
   await withPipeline(async (p) => {
     assert(
