@@ -1,6 +1,7 @@
 /**
  * Chat links from the command line, in the same store as the server (Deno KV under DATA_DIR), as
- * `POST/GET/DELETE /v1/integrations/links` do with a tenant's key:
+ * `POST/GET/DELETE /v1/integrations/links` do with a tenant's key, except that the operator's `link` is
+ * active at once (a tenant's request waits for the place to send its code back):
  *
  *   deno task integrations link --platform discord|slack --external-id ID --tenant NAME_OR_ID
  *   deno task integrations unlink --platform discord|slack --external-id ID

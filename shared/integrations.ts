@@ -27,11 +27,20 @@ export const CreateIntegrationLinkRequest = z.object({
 }).strict();
 export type CreateIntegrationLinkRequest = z.infer<typeof CreateIntegrationLinkRequest>;
 
+/**
+ * A link: `active` once the place confirmed it (or the operator made it), `pending` while it waits for the
+ * place to send back `code` (`/link code:...` in Discord, `/imagine link ...` in Slack) before `expires_at`.
+ */
 export const IntegrationLink = z.object({
   id: z.string(),
   platform: IntegrationPlatform,
   external_id: z.string(),
   created_at: z.string(),
+  status: z.enum(["active", "pending"]),
+  code: z.string().optional(),
+  expires_at: z.string().optional(),
+  /** For a pending link: what to run in the place to confirm it. */
+  confirm_with: z.string().optional(),
 });
 export type IntegrationLink = z.infer<typeof IntegrationLink>;
 
@@ -45,6 +54,9 @@ export const DISCORD = {
   CHANNEL_MESSAGE: 4,
   DEFERRED_CHANNEL_MESSAGE: 5,
   EPHEMERAL: 64,
+  /** Permission bits of `member.permissions` that may link a guild: Administrator, Manage Server. */
+  ADMINISTRATOR: 1n << 3n,
+  MANAGE_GUILD: 1n << 5n,
 } as const;
 
 const DiscordUser = z.object({ id: z.string() }).loose();
@@ -56,7 +68,9 @@ export const DiscordInteraction = z.object({
   type: z.number().int(),
   token: z.string().regex(/^[A-Za-z0-9._=-]{1,500}$/, { message: "an interaction token" }),
   guild_id: z.string().optional(),
-  member: z.object({ user: DiscordUser }).loose().optional(),
+  /** In a guild: the member, with their permissions in the channel (a decimal bit set). */
+  member: z.object({ user: DiscordUser, permissions: z.string().regex(/^\d{1,30}$/).optional() }).loose()
+    .optional(),
   user: DiscordUser.optional(),
   data: z.object({
     name: z.string(),
@@ -107,5 +121,18 @@ export const DISCORD_IMAGINE_COMMAND = {
     { name: "steps", description: "Sampling steps", type: 4, min_value: 1, max_value: MAX_CHAT_STEPS },
     { name: "seed", description: "A seed, for the same image again", type: 4, min_value: 0 },
     { name: "model", description: "A base model (default: the adapter's, or the only one)", type: 3 },
+  ],
+} as const;
+
+/**
+ * `/link` as Discord registers it: confirms a link an account asked for (`POST /v1/integrations/links`) from
+ * inside the place. In a server it takes a member with Manage Server (or Administrator).
+ */
+export const DISCORD_LINK_COMMAND = {
+  name: "link",
+  type: 1,
+  description: "Link this server (or, in a DM, you) to the account that asked for it",
+  options: [
+    { name: "code", description: "The code POST /v1/integrations/links answered", type: 3, required: true },
   ],
 } as const;

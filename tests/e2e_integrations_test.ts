@@ -138,8 +138,35 @@ Deno.test({
         },
       };
     };
+    /** Asks for a link with the key and confirms it from the place, as its admin would; the active link. */
+    const linked = async (platform: "discord" | "slack", place: string, k = e.keyA, dm = false) => {
+      const res = await link(platform, place, k);
+      assertEquals(res.status, 202);
+      const pending = await res.json();
+      const text = platform === "discord"
+        ? (await (await discord(linkCommand(pending.code, dm ? { user: { id: place } } : admin(place))))
+          .json())
+          .data.content
+        : (await (await slack(slashCommand(`link ${pending.code}`, place))).json()).text;
+      assert(String(text).startsWith("Linked:"), text);
+      return pending;
+    };
     const followUpPath = (token: string) => `/api/v10/webhooks/${APP_ID}/${token}`;
     const inGuild = (guild: string) => ({ guild_id: guild, member: { user: { id: "42" } } });
+    /** A member with Manage Server (permission bit 5). */
+    const admin = (guild: string) => ({ guild_id: guild, member: { user: { id: "43" }, permissions: "32" } });
+    const linkCommand = (code: string, place: Record<string, unknown>) => {
+      const id = `9100${++seq}`;
+      return {
+        id,
+        application_id: APP_ID,
+        type: 2,
+        token: `itok_${id}`,
+        version: 1,
+        data: { id: "778", name: "link", type: 1, options: [{ name: "code", type: 3, value: code }] },
+        ...place,
+      };
+    };
 
     const slack = async (fields: Record<string, string>, o: { timestamp?: string; secret?: string } = {}) => {
       const raw = new URLSearchParams(fields).toString(), ts = o.timestamp ?? now();
@@ -169,30 +196,44 @@ Deno.test({
 
     try {
       await t.step(
-        "links: create, again, list; another tenant's link is 404 and a held place 409",
+        "links: asked with the key, pending until the place sends the code back; then 200, 404, 409",
         async () => {
           const res = await link("discord", "G1");
-          assertEquals(res.status, 201);
+          assertEquals(res.status, 202);
           const l = await res.json();
           assert(
-            l.id.startsWith("lnk_") && l.platform === "discord" && l.external_id === "G1",
+            l.id.startsWith("lnk_") && l.platform === "discord" && l.external_id === "G1" &&
+              l.status === "pending" && l.confirm_with.includes(`/link code:${l.code}`),
             JSON.stringify(l),
           );
-          assertEquals(l.tenant, undefined);
+          assertEquals([l.tenant, l.code_key], [undefined, undefined]);
+          const answer = async (code: string, place: Record<string, unknown>) =>
+            (await (await discord(linkCommand(code, place))).json()).data.content as string;
+          // A pending link pays for nothing: /imagine in G1 is still refused.
+          const early = command([{ name: "prompt", type: 3, value: "x" }], inGuild("G1"));
+          assert((await (await discord(early.body)).json()).data.content.includes("not linked"));
+          // A member without Manage Server, a wrong code, or the code in another server: not linked.
+          assert((await answer(l.code, inGuild("G1"))).includes("takes a member with Manage Server"));
+          assert((await answer("WRONGCODE2", admin("G1"))).includes("not known"));
+          assert((await answer(l.code, admin("G2"))).includes("another place"));
+          assert((await answer(l.code, admin("G1"))).startsWith("Linked: commands here now use the account"));
           const again = await link("discord", "G1");
-          assertEquals([again.status, (await again.json()).id], [200, l.id]);
+          assertEquals([again.status, (await again.json()).status], [200, "active"]);
           const taken = await link("discord", "G1", e.keyB);
           assertEquals(taken.status, 409);
           assert((await taken.json()).detail.includes("linked to another account"));
           const list = await (await e.api("/v1/integrations/links")).json();
-          assertEquals(list.data.map((x: { id: string }) => x.id), [l.id]);
+          assertEquals(list.data.map((x: { id: string; status: string }) => [x.id, x.status]), [[
+            l.id,
+            "active",
+          ]]);
           assertEquals((await (await e.api("/v1/integrations/links", {}, e.keyB)).json()).data, []);
           const del = await e.api(`/v1/integrations/links/${l.id}`, { method: "DELETE" }, e.keyB);
           assertEquals(del.status, 404);
           const bad = await link("teams", "G1");
           assertEquals(bad.status, 422);
           assertEquals((await e.api("/v1/integrations/links", {}, null)).status, 401);
-          assertEquals((await link("slack", "T0SLACK1")).status, 201);
+          await linked("slack", "T0SLACK1");
         },
       );
 
@@ -253,7 +294,7 @@ Deno.test({
       );
 
       await t.step("discord: a DM runs for the linked user", async () => {
-        assertEquals((await link("discord", "4242")).status, 201);
+        await linked("discord", "4242", e.keyA, true);
         const c = command([
           { name: "prompt", type: 3, value: "a blue square" },
           { name: "steps", type: 4, value: 2 },
@@ -309,7 +350,7 @@ Deno.test({
           assert(content.includes("Could not imagine") && content.includes('no adapter "nope"'), content);
           assertEquals(await balance(), before);
           const poor = await e.tenant("poor", 0);
-          assertEquals((await link("discord", "GPOOR", poor)).status, 201);
+          await linked("discord", "GPOOR", poor);
           const p = command([{ name: "prompt", type: 3, value: "a star" }], inGuild("GPOOR"));
           assertEquals(await (await discord(p.body)).json(), { type: 5 });
           const msg = String((await fake.next(followUpPath(p.token))).json?.content);

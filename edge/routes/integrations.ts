@@ -4,7 +4,9 @@
  * the PNG through the interaction webhook), `POST /v1/integrations/slack/commands` (v0 HMAC, `/imagine`
  * acknowledged at once, the result posted to the `response_url`, which must be on the configured Slack hooks
  * base) and `GET /v1/integrations/images/{tenant}/{file}` (the signed image URLs Slack fetches). With the
- * tenant's key: `POST|GET /v1/integrations/links`, `DELETE /v1/integrations/links/{id}`. A command runs one
+ * tenant's key: `POST|GET /v1/integrations/links`, `DELETE /v1/integrations/links/{id}`; a link asked for
+ * with the key is pending until the place sends its code back (Discord `/link code:...` by a member who may
+ * manage the server, Slack `/imagine link CODE`). A command runs one
  * native prediction for the linked tenant (`integrations/imagine.ts`), keyed by the platform's own request
  * id so that a redelivered command names the same job, and rate-limited per linked place.
  *
@@ -41,7 +43,16 @@ import {
   type ImagineOutcome,
   OPTION_NAMES,
 } from "../integrations/imagine.ts";
-import { createLink, deleteLink, LinkConflictError, linkedTenant, listLinks } from "../integrations/links.ts";
+import {
+  confirmLink,
+  deleteLink,
+  type IntegrationLinkRecord,
+  LinkCodeError,
+  LinkConflictError,
+  linkedTenant,
+  listLinks,
+  requestLink,
+} from "../integrations/links.ts";
 import { postOutgoing, redact } from "../integrations/outgoing.ts";
 import { SignatureError } from "../integrations/request_signature.ts";
 import { verifySlackSignature } from "../integrations/slack_signature.ts";
@@ -70,6 +81,27 @@ async function signed(check: () => Promise<void>): Promise<void> {
 const quoted = (prompt: string, max = 200) =>
   `"${prompt.length > max ? `${prompt.slice(0, max)}…` : prompt}"`;
 
+/** A link as its tenant sees it: no tenant id, no code hash; a pending one says how to confirm it. */
+function publicLink({ tenant: _t, code_key: _k, ...l }: IntegrationLinkRecord): IntegrationLink {
+  if (l.status !== "pending" || !l.code) return l;
+  const confirm_with = l.platform === "discord"
+    ? `/link code:${l.code} in the Discord server (by a member with Manage Server), or in a DM with the app for a user`
+    : `/imagine link ${l.code} in the Slack workspace`;
+  return { ...l, confirm_with };
+}
+
+/** A link confirmed from the place, or a sentence saying why not. */
+async function confirmFrom(edge: Edge, platform: IntegrationPlatform, place: string, code: string) {
+  try {
+    const link = await confirmLink(edge.metadata, platform, place, code, edge.now());
+    const tenant = await edge.metadata.get<Tenant>(["tenants", link.tenant]);
+    return `Linked: commands here now use the account ${tenant?.name ?? link.tenant} (link ${link.id}).`;
+  } catch (e) {
+    if (e instanceof LinkCodeError || e instanceof LinkConflictError) return `Not linked: ${e.message}.`;
+    throw e;
+  }
+}
+
 /** The linked tenant, or a sentence telling how to link the place. */
 async function tenantOf(edge: Edge, platform: IntegrationPlatform, externalId: string, what: string) {
   const id = await linkedTenant(edge.metadata, platform, externalId);
@@ -77,8 +109,9 @@ async function tenantOf(edge: Edge, platform: IntegrationPlatform, externalId: s
   if (tenant) return { tenant };
   return {
     refusal:
-      `This ${what} is not linked to an account. Its owner links it with POST /v1/integrations/links ` +
-      `{"platform": "${platform}", "external_id": "${externalId}"} and the account's API key.`,
+      `This ${what} is not linked to an account. The account asks for it with POST /v1/integrations/links ` +
+      `{"platform": "${platform}", "external_id": "${externalId}"} and its API key, then confirms it here ` +
+      `with the code it gets (${platform === "discord" ? "/link code:..." : "/imagine link ..."}).`,
   };
 }
 
@@ -238,8 +271,25 @@ export function integrationRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
         `interaction type ${i.type} is not answered here; expected 1 (PING) or 2 (APPLICATION_COMMAND)`,
       );
     }
+    const place = i.guild_id ?? i.user?.id ?? i.member?.user.id;
+    if (i.data?.name === "link") {
+      const code = i.data.options?.find((x) => x.name === "code")?.value;
+      if (typeof code !== "string" || !code.trim()) {
+        return ephemeral("/link: give the code, as /link code:...");
+      }
+      if (!place) return ephemeral("/link: the interaction names neither a server nor a user");
+      if (i.guild_id) {
+        const perms = BigInt(i.member?.permissions ?? "0");
+        if (!(perms & (DISCORD.MANAGE_GUILD | DISCORD.ADMINISTRATOR))) {
+          return ephemeral("/link: linking this server takes a member with Manage Server or Administrator.");
+        }
+      }
+      return ephemeral(await confirmFrom(edge, "discord", place, code));
+    }
     if (i.data?.name !== "imagine") {
-      return ephemeral(`Unknown command /${i.data?.name ?? "?"}: this application answers /imagine.`);
+      return ephemeral(
+        `Unknown command /${i.data?.name ?? "?"}: this application answers /imagine and /link.`,
+      );
     }
     let options: ImagineOptions;
     try {
@@ -253,7 +303,6 @@ export function integrationRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
       if (e instanceof CommandError) return ephemeral(`/imagine: ${e.message}`);
       throw e;
     }
-    const place = i.guild_id ?? i.user?.id ?? i.member?.user.id;
     if (!place) return ephemeral("/imagine: the interaction names neither a server nor a user");
     const linked = await tenantOf(edge, "discord", place, i.guild_id ? "Discord server" : "Discord user");
     if (!linked.tenant) return ephemeral(linked.refusal);
@@ -321,6 +370,8 @@ export function integrationRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     if (cmd.command !== "/imagine") {
       return ephemeral(`Unknown command ${cmd.command}: this app answers /imagine.`);
     }
+    const linkCode = cmd.text.trim().match(/^link\s+(\S+)$/i);
+    if (linkCode) return ephemeral(await confirmFrom(edge, "slack", cmd.team_id, linkCode[1]));
     let options: ImagineOptions;
     try {
       options = imagineOptionsFromText(cmd.text);
@@ -394,26 +445,30 @@ export function integrationLinkRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     summary:
       "Link a Discord guild or user, or a Slack team, to this account (its commands spend its credits)",
     description:
-      "201 with the new link; 200 with the existing one when it is linked here already; 409 when " +
-      "another account holds it.",
+      "202 with a pending link and its one-time code (valid 1 hour): the place confirms it by sending the " +
+      "code back (Discord: /link code:... by a member with Manage Server, or the user in a DM; Slack: " +
+      "/imagine link ... in the workspace), so only an account the place itself names can spend for it. 200 " +
+      "with the active link when it is linked here already; 409 when another account holds it. Asking again " +
+      "replaces the pending code.",
     tags,
     auth: "api_key",
     body: { schema: CreateIntegrationLinkRequest },
     responses: {
-      201: { description: "Linked", schema: IntegrationLink },
+      202: { description: "Pending: confirm it from the place with the code", schema: IntegrationLink },
       200: { description: "Linked already", schema: IntegrationLink },
     },
   }, async (c) => {
     const body = await jsonBody(c, CreateIntegrationLinkRequest);
+    const edge = c.get("edge");
     try {
-      const { link, created } = await createLink(
-        c.get("edge").metadata,
+      const { link, created } = await requestLink(
+        edge.metadata,
         c.get("tenant").id,
         body.platform,
         body.external_id,
+        edge.now(),
       );
-      const { tenant: _t, ...out } = link;
-      return c.json(out, created ? 201 : 200);
+      return c.json(publicLink(link), created ? 202 : 200);
     } catch (e) {
       if (e instanceof LinkConflictError) {
         throw new ApiProblem(409, "link-conflict", "Linked elsewhere", e.message);
@@ -431,7 +486,7 @@ export function integrationLinkRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     responses: { 200: { description: "The links", schema: IntegrationLinkList } },
   }, async (c) => {
     const links = await listLinks(c.get("edge").metadata, c.get("tenant").id);
-    return c.json({ data: links.map(({ tenant: _t, ...l }) => l) });
+    return c.json({ data: links.map(publicLink) });
   });
 
   route(app, api, {
