@@ -65,4 +65,6 @@ export async function requireServed(edge: Edge, need: ServingNeed): Promise<void
   );
 }
 
-const notImplemented = (detail: string) => new ApiProblem(501, "not-implemented", "Not Implemented", detail);
+/** A 501 with `detail`: what this server does not serve. */
+export const notImplemented = (detail: string) =>
+  new ApiProblem(501, "not-implemented", "Not Implemented", detail);

@@ -113,19 +113,21 @@ export async function validationLoss(trainer: SeeCoderTrainer, seed: number, siz
 /**
  * The text pretext stage: `steps` of the whole SeeCoder regressing the frozen text encoder's first rows for
  * the reference's description (every attribute named, positions left unsaid: a variation moves the object).
- * Checkpoints under `<out>/.pretrain/seecoder-text/`; writes `<out>/seecoder/` and returns its weights.
+ * Starts from `init` (`--seecoder-from-shipped`: the folder's SeeCoder) or random. Checkpoints under
+ * `<out>/.pretrain/seecoder-text/`; writes `<out>/seecoder/` and returns its weights.
  */
 export async function pretextStage(
   runner: EngineRunner,
   out: string,
   raw: Record<string, unknown>,
   o: SeeCoderPhaseOptions,
+  init?: SafetensorsFile,
 ): Promise<SafetensorsFile> {
   const folder = await loadModelFolder(out);
   const size = folder.unetConfig.sample_size * folder.vaeScaleFactor;
   const batch = o.pretextBatch ?? 32;
   const pipe = await StableDiffusionPipeline.load(out, runner);
-  const pretext = await SeeCoderTextPretext.create(runner, raw, { batch, seed: o.seed, size });
+  const pretext = await SeeCoderTextPretext.create(runner, raw, { batch, seed: o.seed, size, init });
   const cache = new Map<string, Float32Array>();
   const steps = o.pretextSteps ?? 0, lr = o.pretextLr ?? 1e-3;
   o.log(`seecoder text pretext: ${steps} steps, batch ${batch}, lr ${lr}, ${pretext.tokens} target rows`);
@@ -169,7 +171,7 @@ export async function trainSeeCoder(runner: EngineRunner, out: string, o: SeeCod
   const raw = o.config ??
     (o.evalOnly || o.fromShipped ? (await loadSeeCoderFolder(out)).rawConfig : TINY_SEECODER_CONFIG);
   let init = o.evalOnly || o.fromShipped ? (await loadSeeCoderFolder(out)).weights : undefined;
-  if (!o.evalOnly && (o.pretextSteps ?? 0) > 0) init = await pretextStage(runner, out, raw, o);
+  if (!o.evalOnly && (o.pretextSteps ?? 0) > 0) init = await pretextStage(runner, out, raw, o, init);
   if (!o.evalOnly && o.steps === 0) return { losses: [], path: `${out}/seecoder`, validation: null };
   const trainer = await SeeCoderTrainer.create(runner, folder, raw, {
     batch: o.batch,

@@ -57,16 +57,12 @@ import { postOutgoing, redact } from "../integrations/outgoing.ts";
 import { SignatureError } from "../integrations/request_signature.ts";
 import { verifySlackSignature } from "../integrations/slack_signature.ts";
 import { type OpenApi, route } from "../openapi.ts";
+import { notImplemented } from "../capabilities.ts";
 import { ApiProblem, notFound } from "../problem.ts";
 import type { FileRecord } from "../records.ts";
 
 const notConfigured = (platform: string, env: string) =>
-  new ApiProblem(
-    501,
-    "not-implemented",
-    "Not Implemented",
-    `the ${platform} integration is not configured on this server (set ${env})`,
-  );
+  notImplemented(`the ${platform} integration is not configured on this server (set ${env})`);
 
 /** A refused signature: 401, as both platforms expect of an endpoint they verify. */
 async function signed(check: () => Promise<void>): Promise<void> {
