@@ -22,6 +22,6 @@ Deno.test("worker registry: the registration advertises exactly what the registr
   assertEquals(servedCapabilities(), {
     methods: ["dreambooth", "custom_diffusion", "concept_slider"],
     merges: ["custom_diffusion"],
-    features: ["img2img", "regions", "sliders"],
+    features: ["img2img", "inpainting", "regions", "sliders"],
   });
 });

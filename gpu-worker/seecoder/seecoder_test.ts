@@ -237,9 +237,10 @@ Deno.test("worker: reference_image is advertised only when every served model ha
     assert(await modelsServeReferenceImage(root(withSc), ["tiny-shapes"]));
     assert(!(await modelsServeReferenceImage(root(without), ["tiny-shapes"])));
     assert(!(await modelsServeReferenceImage(root(withSc), [])));
-    assertEquals(servedCapabilities().features, ["img2img", "regions", "sliders"]);
+    assertEquals(servedCapabilities().features, ["img2img", "inpainting", "regions", "sliders"]);
     assertEquals(servedCapabilities({ referenceImage: true }).features, [
       "img2img",
+      "inpainting",
       "regions",
       "sliders",
       "reference_image",
