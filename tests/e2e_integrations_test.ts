@@ -3,8 +3,9 @@
  * Discord interactions signed with a keypair made here, Slack commands signed with a test signing secret,
  * and a fake Discord/Slack API on loopback that records the follow-ups. PING/PONG, `/imagine` deferred at
  * once and followed up with a PNG, the Slack `response_url` post with an image URL anyone can fetch, the
- * linked tenant paying one prediction's price; refusals: mis-signed, replayed (old timestamp), unlinked
- * places, a `response_url` on another host, a missing prompt, an unknown adapter, a tenant without credits.
+ * linked tenant paying one prediction's price; refusals: mis-signed, replayed (an old timestamp, or the same
+ * signed request again: run and charged once), unlinked places, a `response_url` on another host, a missing
+ * prompt, an unknown adapter, a tenant without credits.
  */
 import { assert, assertEquals } from "../gpu-worker/testing.ts";
 import { decodePng } from "../gpu-worker/image/png.ts";
@@ -264,8 +265,9 @@ Deno.test({
             { name: "steps", type: 4, value: STEPS },
             { name: "seed", type: 4, value: 7 },
           ], inGuild("G1"));
+          const ts = now();
           const t0 = performance.now();
-          const res = await discord(c.body);
+          const res = await discord(c.body, { timestamp: ts });
           const ms = performance.now() - t0;
           assertEquals([res.status, await res.json()], [200, { type: 5 }]);
           assert(ms < 3000, `deferred after ${ms.toFixed(0)} ms`);
@@ -285,8 +287,19 @@ Deno.test({
           assertEquals(payload.attachments.map((a) => a.id), [0]);
           assertEquals(payload.allowed_mentions, { parse: [] });
           assertEquals(await balance(), before - STEPS);
-          // Redelivered: the same interaction names the same job, charged once.
-          const again = await discord(c.body);
+          // Replayed: the very same signed request again is refused, and nothing runs or is charged.
+          const posts = () => fake.seen.filter((r) => r.path === followUpPath(c.token)).length;
+          const replay = await discord(c.body, { timestamp: ts });
+          assertEquals(replay.status, 401);
+          const problem = await replay.json();
+          assert(
+            problem.detail.includes("already received") && problem.detail.includes("a replay"),
+            problem.detail,
+          );
+          await new Promise((r) => setTimeout(r, 500));
+          assertEquals([await balance(), posts()], [before - STEPS, 1]);
+          // Redelivered as Discord would, signed anew: the same interaction names the same job, charged once.
+          const again = await discord(c.body, { timestamp: String(Number(ts) + 1) });
           assertEquals(await again.json(), { type: 5 });
           await new Promise((r) => setTimeout(r, 500));
           assertEquals(await balance(), before - STEPS);
@@ -383,6 +396,31 @@ Deno.test({
           const tampered = await fetch(imageUrl!.replace(/signature=[0-9a-f]/, "signature=g"));
           assertEquals(tampered.status, 404);
           await tampered.body?.cancel();
+          assertEquals(await balance(), before - STEPS);
+        },
+      );
+
+      await t.step(
+        "slack: the same signed command twice: the second is a replay (401); run and charged once",
+        async () => {
+          const before = await balance();
+          // No trigger_id, so no idempotency key: only the replay check keeps the second from running.
+          const { trigger_id: _, ...cmd } = slashCommand(`a green triangle --steps ${STEPS} --seed 3`);
+          const ts = now();
+          const first = await slack(cmd, { timestamp: ts });
+          assertEquals(first.status, 200);
+          assert((await first.json()).text.includes("a green triangle"));
+          const replay = await slack(cmd, { timestamp: ts });
+          assertEquals(replay.status, 401);
+          const problem = await replay.json();
+          assert(
+            problem.detail.includes("already received") && problem.detail.includes("a replay"),
+            problem.detail,
+          );
+          const path = new URL(cmd.response_url).pathname;
+          await fake.next(path);
+          await new Promise((r) => setTimeout(r, 500));
+          assertEquals(fake.seen.filter((r) => r.path === path).length, 1, "one response for one command");
           assertEquals(await balance(), before - STEPS);
         },
       );

@@ -1,6 +1,7 @@
 /**
  * What Discord's and Slack's request signatures share: the error a refused request raises (the routes answer
- * it with 401), the 5-minute window a signed timestamp must fall in (an older request is a replay), and hex.
+ * it with 401), the 5-minute window a signed timestamp must fall in (an older request is a replay; the same
+ * request again within it is refused by `replays.ts`), and hex.
  *
  * @example
  * ```ts

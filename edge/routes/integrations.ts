@@ -3,12 +3,14 @@
  * `POST /v1/integrations/discord/interactions` (Ed25519, PING/PONG, `/imagine` deferred and followed up with
  * the PNG through the interaction webhook), `POST /v1/integrations/slack/commands` (v0 HMAC, `/imagine`
  * acknowledged at once, the result posted to the `response_url`, which must be on the configured Slack hooks
- * base) and `GET /v1/integrations/images/{tenant}/{file}` (the signed image URLs Slack fetches). With the
- * tenant's key: `POST|GET /v1/integrations/links`, `DELETE /v1/integrations/links/{id}`; a link asked for
- * with the key is pending until the place sends its code back (Discord `/link code:...` by a member who may
- * manage the server, Slack `/imagine link CODE`). A command runs one
- * native prediction for the linked tenant (`integrations/imagine.ts`), keyed by the platform's own request
- * id so that a redelivered command names the same job, and rate-limited per linked place.
+ * base) and `GET /v1/integrations/images/{tenant}/{file}` (the signed image URLs Slack fetches). A signed
+ * request is taken once: the same one again within its window is a replay, 401 (`integrations/replays.ts`;
+ * the platforms sign a retry anew). With the tenant's key: `POST|GET /v1/integrations/links`,
+ * `DELETE /v1/integrations/links/{id}`; a link asked for with the key is pending until the place sends its
+ * code back (Discord `/link code:...` by a member who may manage the server, Slack `/imagine link CODE`). A
+ * command runs one native prediction for the linked tenant (`integrations/imagine.ts`), keyed by the
+ * platform's own request id so that a redelivered command names the same job, and rate-limited per linked
+ * place.
  *
  * @example
  * ```ts
@@ -54,6 +56,7 @@ import {
   requestLink,
 } from "../integrations/links.ts";
 import { postOutgoing, redact } from "../integrations/outgoing.ts";
+import { refuseReplay } from "../integrations/replays.ts";
 import { SignatureError } from "../integrations/request_signature.ts";
 import { verifySlackSignature } from "../integrations/slack_signature.ts";
 import { type OpenApi, route } from "../openapi.ts";
@@ -218,10 +221,11 @@ export function integrationRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     path: "/v1/integrations/discord/interactions",
     summary: "Discord interactions endpoint: PING, and the /imagine command (deferred, then followed up)",
     description:
-      "Signed by Discord (Ed25519 over timestamp + body with the application's key; 401 otherwise, and for " +
-      "timestamps over 5 minutes old). /imagine answers {type: 5} at once and posts the PNG to the " +
-      "interaction's webhook when the prediction ends, paid by the tenant the guild (or the user, in DMs) is " +
-      "linked to. Unknown commands, bad options and unlinked places are answered at once, ephemerally.",
+      "Signed by Discord (Ed25519 over timestamp + body with the application's key; 401 otherwise, for " +
+      "timestamps over 5 minutes old, and for a request received already: a replay). /imagine answers " +
+      "{type: 5} at once and posts the PNG to the interaction's webhook when the prediction ends, paid by " +
+      "the tenant the guild (or the user, in DMs) is linked to. Unknown commands, bad options and unlinked " +
+      "places are answered at once, ephemerally.",
     tags,
     auth: "none",
     headers: {
@@ -235,15 +239,21 @@ export function integrationRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     const discord = edge.integrations.discord;
     if (!discord) throw notConfigured("Discord", "DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID");
     const raw = await readBody(c.req.raw, edge.maxJsonBytes);
-    await signed(() =>
-      verifyDiscordSignature({
+    const timestamp = c.req.header("x-signature-timestamp");
+    await signed(async () => {
+      await verifyDiscordSignature({
         publicKey: discord.publicKey,
         signature: c.req.header("x-signature-ed25519"),
-        timestamp: c.req.header("x-signature-timestamp"),
+        timestamp,
         body: raw,
         nowMs: edge.now(),
-      })
-    );
+      });
+      await refuseReplay(
+        edge.metadata,
+        { platform: "discord", timestamp: timestamp!, body: raw },
+        edge.now(),
+      );
+    });
     const i = validate(DiscordInteraction, parseJson(raw));
     if (i.application_id !== discord.applicationId) {
       throw new ApiProblem(
@@ -322,10 +332,11 @@ export function integrationRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     summary:
       "Slack slash commands: /imagine <prompt> [--adapter ID] [--slider id:scale] [--steps N] [--seed N]",
     description:
-      "Signed by Slack (v0 HMAC-SHA256 with the signing secret over v0:timestamp:body; 401 otherwise, and for " +
-      "timestamps over 5 minutes old). Acknowledged at once with an ephemeral message; the image is posted to " +
-      "response_url (only on the configured Slack hooks base, else 400) as an image block whose URL is signed " +
-      "and expires in 7 days. Paid by the tenant the team is linked to.",
+      "Signed by Slack (v0 HMAC-SHA256 with the signing secret over v0:timestamp:body; 401 otherwise, for " +
+      "timestamps over 5 minutes old, and for a request received already: a replay). Acknowledged at " +
+      "once with an ephemeral message; the image is posted to response_url (only on the configured Slack " +
+      "hooks base, else 400) as an image block whose URL is signed and expires in 7 days. Paid by the " +
+      "tenant the team is linked to.",
     tags,
     auth: "none",
     headers: {
@@ -339,15 +350,17 @@ export function integrationRoutes(app: Hono<EdgeEnv>, api: OpenApi): void {
     const slack = edge.integrations.slack;
     if (!slack) throw notConfigured("Slack", "SLACK_SIGNING_SECRET");
     const raw = await readBody(c.req.raw, edge.maxJsonBytes);
-    await signed(() =>
-      verifySlackSignature({
+    const timestamp = c.req.header("x-slack-request-timestamp");
+    await signed(async () => {
+      await verifySlackSignature({
         signingSecret: slack.signingSecret,
         signature: c.req.header("x-slack-signature"),
-        timestamp: c.req.header("x-slack-request-timestamp"),
+        timestamp,
         body: raw,
         nowMs: edge.now(),
-      })
-    );
+      });
+      await refuseReplay(edge.metadata, { platform: "slack", timestamp: timestamp!, body: raw }, edge.now());
+    });
     const cmd = validate(
       SlackCommand,
       Object.fromEntries(new URLSearchParams(new TextDecoder().decode(raw))),
