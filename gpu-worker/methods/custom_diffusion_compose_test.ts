@@ -18,6 +18,10 @@ import { trainedLayerPattern } from "./custom_diffusion.ts";
 import { Rng } from "../random.ts";
 
 const MODEL = new URL("../../models/tiny-shapes", import.meta.url).pathname;
+/** Seeds of the concept pairs the sequence merge is checked on (concepts `seed` and `seed + 100`). */
+const SEQUENCE_SEEDS = [1, 3, 5, 7, 9, 11];
+/** The sequence merge's misfit over the average's, asserted for every concept (measured figures below). */
+const MARGINS = { rms: 0.2, worst: 0.9 };
 
 /** A concept whose K/V weights are the base's plus a seeded random change, with a random token row. */
 function fakeConcept(pipe: StableDiffusionPipeline, token: string, classWord: string, seed: number) {
@@ -39,13 +43,18 @@ function fakeConcept(pipe: StableDiffusionPipeline, token: string, classWord: st
   return a;
 }
 
-/** Worst |W_merged k - W_own k| over the rows k, relative to the largest |W_own k|. */
+/**
+ * How far merged weights map a concept's target features from where its own weights map them: the worst
+ * |W_merged k - W_own k| over the rows k relative to the largest |W_own k| (`worst`), or the root mean square of
+ * the differences relative to that of W_own k (`rms`).
+ */
 function misfit(
   own: CustomDiffusionAdapter,
   merged: CustomDiffusionAdapter,
   f: { data: Float32Array; rows: number; dim: number },
+  norm: "worst" | "rms" = "worst",
 ): number {
-  let worst = 0, scale = 0;
+  let worst = 0, scale = 0, sumD = 0, sumA = 0;
   for (const [path, l] of own.layers) {
     const m = merged.layers.get(path)!;
     if (l.kind !== "weight" || m.kind !== "weight") throw new Error("full weights expected");
@@ -58,10 +67,12 @@ function misfit(
         }
         scale = Math.max(scale, Math.abs(a));
         worst = Math.max(worst, Math.abs(b - a));
+        sumD += (b - a) ** 2;
+        sumA += a ** 2;
       }
     }
   }
-  return worst / scale;
+  return norm === "worst" ? worst / scale : Math.sqrt(sumD / sumA);
 }
 
 Deno.test("closed-form merge on the tiny model: each concept's target words map as its own weights map them", async () => {
@@ -81,38 +92,59 @@ Deno.test("closed-form merge on the tiny model: each concept's target words map 
     assertEquals([stats.concepts, stats.layers, stats.targetRows], [2, a.layers.size, 12]);
     assertEquals(adapter.info.merge, "closed_form");
     const avg = await averageCustomDiffusion(pipe, [a, b]);
-    const seq = (await mergeCustomDiffusion(pipe, [a, b], { captions })).adapter;
-    assertEquals(seq.info.merge, "closed_form_sequence");
     for (const c of [a, b]) {
-      const prompts = targetPrompts(c.tokens[0].token, String(c.info.class_words));
-      const words = await targetFeatures(pipe, prompts, c.tokens, { span: "eos" });
-      const whole = await targetFeatures(pipe, prompts, c.tokens, { span: "sequence" });
-      assertEquals([words.rows, whole.rows], [6, 2 * 32]); // every position of both prompts
-      // The rows that depend on the concept: from its modifier on (position 1 of the first prompt, 4 of the
-      // second); the ones before it are shared by every concept, so the merge can only compromise on them.
-      const D = whole.dim;
-      const own = {
-        data: Float32Array.from([
-          ...whole.data.subarray(1 * D, 32 * D),
-          ...whole.data.subarray(36 * D, 64 * D),
-        ]),
-        rows: 31 + 28,
-        dim: D,
-      };
+      const words = await targetFeatures(
+        pipe,
+        targetPrompts(c.tokens[0].token, String(c.info.class_words)),
+        c.tokens,
+        { span: "eos" },
+      );
+      assertEquals(words.rows, 6);
       const exactFit = misfit(c, adapter, words), avgFit = misfit(c, avg, words);
       // float32 weights and features: exact up to float32 rounding of the products.
       assert(exactFit < 1e-3, `exact merge vs ${c.name}'s own weights on its targets: ${exactFit}`);
       assert(avgFit > 100 * exactFit, `the average does not keep them: ${avgFit} vs ${exactFit}`);
-      // The sequence merge keeps every position from the modifier on closer than the average does: misfit /
-      // the average's 0.635 (<new1>) and 0.686 (<new2>) on the installed model (0.475 and 0.541 on the fifth
-      // session's, under 0.5 on the first pretrained one: the ratio follows the base text encoder's features);
-      // the positions before the modifier are shared by both concepts, so their constraints contradict and the
-      // penalty can only compromise on them.
-      const seqFit = misfit(c, seq, own), avgWhole = misfit(c, avg, own);
-      console.log(
-        `sequence merge on ${c.name}: misfit ${seqFit.toFixed(4)}, the average ${avgWhole.toFixed(4)}`,
-      );
-      assert(seqFit < 0.75 * avgWhole, `sequence merge on ${c.name}: ${seqFit} vs the average's ${avgWhole}`);
+    }
+
+    // The sequence merge (the service's default) keeps every position from the modifier on closer to each
+    // concept's own mapping than the average does, for every pair of concepts drawn. Measured in the eighth
+    // session over these 6 pairs (12 concepts): RMS misfit 0.091-0.122 of the average's, worst-row misfit
+    // 0.359-0.775 of the average's worst row (the figure an earlier test asserted on one pair, < 0.75, and
+    // that BENCHMARKS.md called "at least 2x closer": it is not, for every draw; the RMS is about 10x). No
+    // effect would be 1 for both.
+    for (const seed of SEQUENCE_SEEDS) {
+      const x = fakeConcept(pipe, "<new1>", "star", seed),
+        y = fakeConcept(pipe, "<new2>", "heart", seed + 100);
+      const seq = (await mergeCustomDiffusion(pipe, [x, y], { captions })).adapter;
+      assertEquals(seq.info.merge, "closed_form_sequence");
+      const average = await averageCustomDiffusion(pipe, [x, y]);
+      for (const c of [x, y]) {
+        const prompts = targetPrompts(c.tokens[0].token, String(c.info.class_words));
+        const whole = await targetFeatures(pipe, prompts, c.tokens, { span: "sequence" });
+        assertEquals(whole.rows, 2 * 32); // every position of both prompts
+        // The rows that depend on the concept: from its modifier on (position 1 of the first prompt, 4 of the
+        // second); the ones before it are shared by every concept, so the merge can only compromise on them.
+        const D = whole.dim;
+        const own = {
+          data: Float32Array.from([
+            ...whole.data.subarray(1 * D, 32 * D),
+            ...whole.data.subarray(36 * D, 64 * D),
+          ]),
+          rows: 31 + 28,
+          dim: D,
+        };
+        const rms = misfit(c, seq, own, "rms") / misfit(c, average, own, "rms");
+        const worst = misfit(c, seq, own) / misfit(c, average, own);
+        console.log(
+          `sequence merge, pair ${seed}, ${c.name}: misfit / the average's ${rms.toFixed(3)} (RMS), ` +
+            `${worst.toFixed(3)} (worst row)`,
+        );
+        assert(
+          rms < MARGINS.rms && worst < MARGINS.worst,
+          `sequence merge, pair ${seed}, ${c.name}: misfit ${rms.toFixed(3)} (RMS) and ${worst.toFixed(3)} ` +
+            `(worst row) of the average's; expected < ${MARGINS.rms} and < ${MARGINS.worst}`,
+        );
+      }
     }
     await assertRejects(
       () => mergeCustomDiffusion(pipe, [a, fakeConcept(pipe, "<new1>", "heart", 3)], { captions }),

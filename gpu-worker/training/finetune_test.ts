@@ -47,6 +47,8 @@ const withTemp = <T>(fn: (dir: string) => Promise<T>) => withTempDir("finetune_t
 /** One LoRA run shared by the loss and the pipeline tests: its result and the adapter file's bytes. */
 let loraRun: Promise<{ result: FineTuneResult; bytes: Uint8Array }> | undefined;
 const LORA_STEPS = 40, LORA_RANK = 4, LORA_ALPHA = 8;
+/** The LoRA run's training seed; `FINETUNE_SEED` re-measures the figures below at another. */
+const LORA_SEED = Number(Deno.env.get("FINETUNE_SEED") ?? 0);
 
 function trainedLora() {
   return loraRun ??= withTemp((dir) =>
@@ -61,7 +63,7 @@ function trainedLora() {
         learningRate: 1e-3,
         rank: LORA_RANK,
         alpha: LORA_ALPHA,
-        seed: 0,
+        seed: LORA_SEED,
         out,
       });
       assertEquals(result.outputs, [`${out}/${LORA_FILE_NAME}`]);
@@ -73,10 +75,14 @@ function trainedLora() {
 Deno.test("LoRA fine-tuning lowers the evaluation loss and writes a PEFT-layout adapter for every attention projection", async () => {
   const { result, bytes } = await trainedLora();
   const { before, after } = result.evalLoss;
-  // Measured: 1.2038 -> 1.0737 (-10.8%).
+  console.log(
+    `eval loss ${before.toFixed(4)} -> ${after.toFixed(4)} (${((after / before - 1) * 100).toFixed(1)}%)`,
+  );
+  // Measured on the installed model (eighth session): 0.6261 -> 0.1909 (-69.5%) at seed 0, 0.4000 -> 0.1445
+  // (-63.9%) at FINETUNE_SEED=1 (the figure asserted before, -5%, was measured on the random model).
   assert(
-    after < 0.95 * before,
-    `eval loss ${before.toFixed(4)} -> ${after.toFixed(4)}: expected at least -5%`,
+    after < 0.6 * before,
+    `eval loss ${before.toFixed(4)} -> ${after.toFixed(4)}: expected at least -40%`,
   );
   assertEquals(result.losses.length, LORA_STEPS);
   assert(result.losses.every(Number.isFinite), "every loss is finite");
@@ -106,7 +112,7 @@ Deno.test("LoRA fine-tuning lowers the evaluation loss and writes a PEFT-layout 
 
   const lora = decodeLora(bytes, LORA_FILE_NAME);
   assertEquals([lora.rank, lora.alpha, lora.name], [LORA_RANK, LORA_ALPHA, "sks-star"]);
-  assertEquals([lora.info?.prompt, lora.info?.steps, lora.info?.seed], [PROMPT, LORA_STEPS, 0]);
+  assertEquals([lora.info?.prompt, lora.info?.steps, lora.info?.seed], [PROMPT, LORA_STEPS, LORA_SEED]);
   // Training moved the up factors off their zero init.
   assert([...lora.modules.values()].every((m) => m.up.some((x) => x !== 0)), "every lora_B was trained");
 });
@@ -126,9 +132,11 @@ Deno.test("the trained adapter changes generated pixels at scale 1 and scale 0 r
       assertEquals(zero.rgb, none.rgb, "scale 0 is a no-op");
       const changed = one.rgb.reduce((n, v, i) => n + (v !== none.rgb[i] ? 1 : 0), 0);
       const rel = relativeError(Float32Array.from(one.rgb), Float32Array.from(none.rgb));
-      // Measured: 11800 of 12288 values change, relative difference 0.10.
+      console.log(`${changed} of ${one.rgb.length} values changed, relative difference ${rel.toFixed(3)}`);
+      // Measured on the installed model: 12262 and 12264 of 12288 values change, relative difference 1.026 and
+      // 1.036 (seeds 0 and 1; 11800 and 0.10 on the random model, where the figures were first set).
       assert(
-        changed > one.rgb.length / 4 && rel > 0.02,
+        changed > 0.9 * one.rgb.length && rel > 0.3,
         `${changed}/${one.rgb.length} values changed, rel ${rel}`,
       );
     } finally {
