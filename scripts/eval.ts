@@ -21,6 +21,7 @@ import {
 import { isHeldOutShapeColour } from "../gpu-worker/shapesworld/world.ts";
 import { encodePng } from "../gpu-worker/image/png.ts";
 import { Progress, progressMode } from "./progress.ts";
+import { FlagError, numberFlag } from "./flags.ts";
 
 /** The generated images, ten to a row. */
 async function writeSheet(path: string, samples: Sample[]) {
@@ -51,6 +52,22 @@ if (import.meta.main) {
       json: { type: "boolean" },
     },
   });
+  let flags;
+  try {
+    const int = (name: string, v: string | undefined, fallback: number, min = 1) =>
+      numberFlag(name, v, { integer: true, min }) ?? fallback;
+    flags = {
+      count: int("count", values.count, 200),
+      seed: int("seed", values.seed, 1, 0),
+      steps: int("steps", values.steps, 20),
+      guidanceScale: numberFlag("guidance", values.guidance, { min: 0 }) ?? 3,
+      guidanceRescale: numberFlag("guidance-rescale", values["guidance-rescale"], { min: 0, max: 1 }) ?? 0,
+    };
+  } catch (e) {
+    if (!(e instanceof FlagError)) throw e;
+    console.error(`error: ${e.message}`);
+    Deno.exit(2);
+  }
   const runner = new EngineRunner();
   const progress = new Progress("eval", progressMode(values.json));
   const onProgress = (step: number, total: number) => progress.update({ step, total });
@@ -58,8 +75,8 @@ if (import.meta.main) {
     const pipe = await StableDiffusionPipeline.load(values.model ?? "models/tiny-shapes", runner);
     if (values.recon) {
       const r = await evaluateReconstruction(pipe, {
-        count: Number(values.count ?? 200),
-        seed: Number(values.seed ?? 1),
+        count: flags.count,
+        seed: flags.seed,
         onProgress,
       });
       if (progress.result({ kind: "reconstruction", count: r.count, rates: r.rates })) Deno.exit(0);
@@ -71,11 +88,7 @@ if (import.meta.main) {
     }
     const t0 = performance.now();
     const r = await evaluatePromptFollowing(pipe, {
-      count: Number(values.count ?? 200),
-      seed: Number(values.seed ?? 1),
-      steps: Number(values.steps ?? 20),
-      guidanceScale: Number(values.guidance ?? 3),
-      guidanceRescale: Number(values["guidance-rescale"] ?? 0),
+      ...flags,
       keepImages: !!values.sheet,
       onProgress,
     });

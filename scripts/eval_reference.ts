@@ -10,55 +10,67 @@ import { parseArgs } from "node:util";
 import { EngineRunner } from "../gpu-worker/ort/runner.ts";
 import { StableDiffusionPipeline } from "../gpu-worker/pipelines/stable_diffusion.ts";
 import { evaluateReferenceFidelity, type ReferenceMode } from "../gpu-worker/eval/reference_fidelity.ts";
-import { encodePng, type RgbImage } from "../gpu-worker/image/png.ts";
+import { encodePng } from "../gpu-worker/image/png.ts";
+import { imageGrid } from "../gpu-worker/pipelines/sliders.ts";
+import { FlagError, numberFlag } from "./flags.ts";
 import { renderScene } from "../gpu-worker/shapesworld/render.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    model: { type: "string" },
-    count: { type: "string" },
-    seed: { type: "string" },
-    guidance: { type: "string" },
-    "text-guidance": { type: "string" },
-    steps: { type: "string" },
-    modes: { type: "string" },
-    sheet: { type: "string" },
-  },
-});
+function parseFlags() {
+  try {
+    return parseArgs({
+      args: Deno.args,
+      options: {
+        model: { type: "string" },
+        count: { type: "string" },
+        seed: { type: "string" },
+        guidance: { type: "string" },
+        "text-guidance": { type: "string" },
+        steps: { type: "string" },
+        modes: { type: "string" },
+        sheet: { type: "string" },
+      },
+    });
+  } catch (e) {
+    // Unknown flags and missing values are parseArgs' TypeErrors: a bad command line, exit 2.
+    console.error(`error: ${(e as Error).message}`);
+    Deno.exit(2);
+  }
+}
+const { values } = parseFlags();
 
-/** Rows of images side by side (each row: reference, then one column per mode). */
-function sheet(rows: RgbImage[][]): RgbImage {
-  const s = 64, cols = rows[0].length;
-  const rgb = new Uint8Array(cols * s * rows.length * s * 3);
-  rows.forEach((row, r) =>
-    row.forEach((img, c) => {
-      for (let y = 0; y < s; y++) {
-        for (let x = 0; x < s; x++) {
-          for (let k = 0; k < 3; k++) {
-            rgb[(((r * s + y) * cols * s) + c * s + x) * 3 + k] = img.rgb[(y * s + x) * 3 + k];
-          }
-        }
-      }
-    })
-  );
-  return { width: cols * s, height: rows.length * s, rgb };
+const MODES: readonly ReferenceMode[] = ["reference", "zeros", "text"];
+const int = (name: string, v: string | undefined, fallback: number, min = 1) =>
+  numberFlag(name, v, { integer: true, min }) ?? fallback;
+let options;
+try {
+  const modes = (values.modes ?? MODES.join(",")).split(",");
+  const unknown = modes.filter((m) => !MODES.includes(m as ReferenceMode));
+  if (unknown.length || !modes.length) {
+    throw new FlagError(
+      `--modes expects a comma-separated list of ${MODES.join(", ")}, got "${values.modes}"`,
+    );
+  }
+  options = {
+    count: int("count", values.count, 100),
+    seed: int("seed", values.seed, 1, 0),
+    steps: int("steps", values.steps, 20),
+    guidanceScale: numberFlag("guidance", values.guidance, { min: 0 }),
+    textGuidanceScale: numberFlag("text-guidance", values["text-guidance"], { min: 0 }),
+    modes: modes as ReferenceMode[],
+    keepImages: !!values.sheet,
+  };
+} catch (e) {
+  if (!(e instanceof FlagError)) throw e;
+  console.error(`error: ${e.message}`);
+  Deno.exit(2);
 }
 
 const runner = new EngineRunner();
 try {
   const pipe = await StableDiffusionPipeline.load(values.model ?? "models/tiny-shapes", runner);
   const t0 = performance.now();
-  const modes = (values.modes ?? "reference,zeros,text").split(",") as ReferenceMode[];
-  const r = await evaluateReferenceFidelity(pipe, {
-    count: Number(values.count ?? 100),
-    seed: Number(values.seed ?? 1),
-    steps: Number(values.steps ?? 20),
-    guidanceScale: values.guidance ? Number(values.guidance) : undefined,
-    textGuidanceScale: values["text-guidance"] ? Number(values["text-guidance"]) : undefined,
-    modes,
-    keepImages: !!values.sheet,
-  });
+  const modes = options.modes;
+  const r = await evaluateReferenceFidelity(pipe, options);
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   for (const m of modes) {
     const x = r[m]!;
@@ -73,7 +85,7 @@ try {
       sc,
       i,
     ) => [renderScene(sc, 64), ...modes.map((m) => r[m]!.images![i])]);
-    await Deno.writeFile(values.sheet, encodePng(sheet(rows)));
+    await Deno.writeFile(values.sheet, encodePng(imageGrid(rows)));
   }
 } finally {
   runner.terminate();

@@ -1,6 +1,7 @@
 /**
  * `deno task eval` through the command line: with `--json` its progress (one line per held-out prompt) and
- * its rates come as JSON lines on stdout; without it, on a pipe, only the text report.
+ * its rates come as JSON lines on stdout; without it, on a pipe, only the text report. Bad flags of it and of
+ * `scripts/eval_reference.ts` exit 2 with the reason.
  */
 import { assert, assertEquals } from "../gpu-worker/testing.ts";
 import { runScript } from "./run_script.ts";
@@ -19,4 +20,28 @@ Deno.test("deno task eval --json: a progress line per prompt, then the rates", a
   assertEquals(text.code, 0, text.stderr);
   assert(text.stdout.startsWith("held-out prompts: 2"), text.stdout);
   assert(!text.stderr.includes("2/2"), "no bar on a pipe");
+});
+
+Deno.test("the eval scripts exit 2 with the reason for a bad flag, before loading any model", async () => {
+  for (
+    const [script, args, message] of [
+      ["scripts/eval.ts", ["--count", "0"], '--count expects a positive integer, got "0"'],
+      [
+        "scripts/eval.ts",
+        ["--guidance-rescale", "2"],
+        '--guidance-rescale expects a number in 0..1, got "2"',
+      ],
+      ["scripts/eval_reference.ts", ["--steps", "x"], '--steps expects a positive integer, got "x"'],
+      [
+        "scripts/eval_reference.ts",
+        ["--modes", "reference,ref"],
+        '--modes expects a comma-separated list of reference, zeros, text, got "reference,ref"',
+      ],
+      ["scripts/eval_reference.ts", ["--sed", "1"], "Unknown option '--sed'"],
+    ] as const
+  ) {
+    const r = await runScript(script, [...args]);
+    assertEquals(r.code, 2, `${script} ${args.join(" ")}: ${r.stderr}`);
+    assert(r.stderr.includes(message), `${script} ${args.join(" ")}: ${r.stderr}`);
+  }
 });
