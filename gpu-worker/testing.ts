@@ -135,3 +135,23 @@ export function assertClose(
   const r = relativeError(actual, expected);
   if (!(r <= tol)) throw new AssertionError(`${msg} relative error ${r.toExponential(3)} above ${tol}`);
 }
+
+/**
+ * Training seeds for an effect test: the comma-separated integers in environment variable `name`, or
+ * `fallback` when it is unset; a RangeError naming the variable for anything else.
+ *
+ * @example
+ * ```ts
+ * const SEEDS = seedsFromEnv("DB_SEEDS", [0, 1]); // DB_SEEDS=0,1,2,3 re-measures at four seeds
+ * ```
+ */
+export function seedsFromEnv(name: string, fallback: number[]): number[] {
+  const raw = Deno.env.get(name);
+  if (raw === undefined) return fallback;
+  return raw.split(",").map((x) => {
+    if (!/^\d+$/.test(x.trim())) {
+      throw new RangeError(`${name} must be comma-separated integers, got "${raw}"`);
+    }
+    return Number(x);
+  });
+}

@@ -2,7 +2,7 @@
  * The test helpers themselves: assertEquals tells apart what JSON.stringify made equal, and keeps the
  * `msg: expected ..., got ...` message; assertThrows/assertRejects fail when nothing (or the wrong error) is thrown.
  */
-import { assertEquals, AssertionError, assertRejects, assertThrows } from "./testing.ts";
+import { assertEquals, AssertionError, assertRejects, assertThrows, seedsFromEnv } from "./testing.ts";
 
 /** Fails unless `assertEquals(a, b)` throws. */
 function differs(a: unknown, b: unknown, what: string): AssertionError {
@@ -105,4 +105,20 @@ Deno.test("assertThrows / assertRejects: fail when nothing or the wrong error is
   );
   const e = await assertRejects(() => Promise.reject(new RangeError("abc")), RangeError, "b");
   assertEquals(e.message, "abc");
+});
+
+Deno.test("seedsFromEnv: the fallback when unset, the listed integers when set, a RangeError otherwise", () => {
+  const name = "TESTING_TEST_SEEDS";
+  Deno.env.delete(name);
+  assertEquals(seedsFromEnv(name, [0, 1]), [0, 1]);
+  try {
+    Deno.env.set(name, "0,1, 2,3");
+    assertEquals(seedsFromEnv(name, [0]), [0, 1, 2, 3]);
+    for (const bad of ["", "1,,2", "1.5", "-1", "a"]) {
+      Deno.env.set(name, bad);
+      assertThrows(() => seedsFromEnv(name, [0]), RangeError, `${name} must be comma-separated integers`);
+    }
+  } finally {
+    Deno.env.delete(name);
+  }
 });

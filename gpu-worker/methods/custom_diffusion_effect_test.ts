@@ -16,22 +16,23 @@
  *    alone (pixel distance), and a prompt naming both ("a <new1> star and a <new2> heart"; the smaller of the
  *    two concepts' foreground similarities).
  *
- * What holds on this model (eighth session, training seeds 0 / 1 / 2, figures in MEASURED and BENCHMARKS.md)
+ * What holds on this model (eighth session, training seeds 0 / 1 / 2, figures beside MARGINS and CLAIMS and in BENCHMARKS.md)
  * is asserted at every seed: both backgrounds, the heart's colours, the drift. What the paper claims and this
  * model does not show is listed in CLAIMS, printed, and asserted only with `CUSTOM_DIFFUSION_CLAIMS=1` (it
  * fails today): the star's colours (a gain of 0.010 to 0.056 over the untrained token's 0.088), the merge
  * keeping each concept closer to its own adapter than the average does (not for the star at seeds 0 and 2),
  * and both concepts in one prompt beating the untrained model and the average (at seed 0, images with at
  * least 2% of their pixels in each of the palette's blue and orange: merge, joint and average 0 of 16, the
- * untrained model 8, the text prompt "a blue star and an orange heart, white background" 15). The images say why: with its cross-attention K/V changed this model
- * no longer draws whole objects (fragments of the concept's colour on white), at every learning rate tried
- * from 2.5e-5 x 1000 steps to 1e-3 x 150 (BENCHMARKS.md).
+ * untrained model 8, the text prompt "a blue star and an orange heart, white background" 15). The images say
+ * why: with its cross-attention K/V changed this model no longer draws whole objects (fragments of the
+ * concept's colour on white), at every learning rate tried from 2.5e-5 x 1000 steps to 1e-3 x 150
+ * (BENCHMARKS.md).
  *
  * CI-sized: per seed three Custom Diffusion runs (150, 150 and 300 steps), once a 150-step full fine-tune and
  * 20 regularization images of 20 sampling steps per class; 8 evaluation images per prompt, 16 for the
  * two-concept prompt (about 4 minutes on two cores). `CD_TRAIN_SEEDS=0,1,2` / `CD_EVAL_SEED` re-measure.
  */
-import { assert } from "../testing.ts";
+import { assert, seedsFromEnv } from "../testing.ts";
 import { EngineRunner } from "../ort/runner.ts";
 import { customDiffusion, type CustomDiffusionConfigInput } from "./custom_diffusion.ts";
 import { dreamBooth } from "./dreambooth.ts";
@@ -97,12 +98,7 @@ const CONFIG: CustomDiffusionConfigInput = {
   class_guidance_scale: 5,
 };
 /** Training seeds, each asserted; `CD_TRAIN_SEEDS` (comma-separated) sets others to re-measure. */
-const SEEDS = (Deno.env.get("CD_TRAIN_SEEDS") ?? "0,1").split(",").map((x) => {
-  if (!/^\d+$/.test(x.trim())) {
-    throw new RangeError(`CD_TRAIN_SEEDS must be comma-separated integers, got "${x}"`);
-  }
-  return Number(x);
-});
+const SEEDS = seedsFromEnv("CD_TRAIN_SEEDS", [0, 1]);
 const N = 8;
 const EVAL_SEED = Number(Deno.env.get("CD_EVAL_SEED") ?? 10_000);
 
@@ -209,14 +205,15 @@ Deno.test({
           {
             token: "<new1>",
             prompt: "a <new1> star",
-            images: A,
             profile: subjectProfile(A.map((i) => i.image)),
+            /** Not shown on this model: a claim. */
+            colour: { margin: CLAIMS.starColourGain, asserted: false },
           },
           {
             token: "<new2>",
             prompt: "a <new2> heart",
-            images: B,
             profile: subjectProfile(B.map((i) => i.image)),
+            colour: { margin: MARGINS.heartColourGain, asserted: true },
           },
         ] as const;
         const two = "a <new1> star and a <new2> heart";
@@ -284,8 +281,8 @@ Deno.test({
                 `expected a gain of ${MARGINS.backgroundGain}`,
             );
             const gain = colours(alone) - colours(base);
-            const colourMargin = k === 1 ? MARGINS.heartColourGain : CLAIMS.starColourGain;
-            (k === 1 ? check : claim)(
+            const colourMargin = c.colour.margin;
+            (c.colour.asserted ? check : claim)(
               gain >= colourMargin,
               `seed ${seed}, ${c.token} alone: colours ${colours(alone).toFixed(3)} vs ${
                 colours(base).toFixed(3)

@@ -30,7 +30,7 @@
  * (about 4 minutes on two idle cores). `DB_SEEDS=0,1,2,3` re-measures at other seeds; every figure is
  * printed, and the margins below say what they were set from.
  */
-import { assert } from "../testing.ts";
+import { assert, seedsFromEnv } from "../testing.ts";
 import { EngineRunner } from "../ort/runner.ts";
 import { dreamBooth, type DreamBoothConfigInput, loadDreamBoothLora } from "./dreambooth.ts";
 import { StableDiffusionPipeline } from "../pipelines/stable_diffusion.ts";
@@ -86,10 +86,7 @@ const CONFIG: DreamBoothConfigInput = {
   class_guidance_scale: 5,
 };
 /** Training seeds, each asserted; `DB_SEEDS` (comma-separated) sets others to re-measure the margins. */
-const SEEDS = (Deno.env.get("DB_SEEDS") ?? "0,1").split(",").map((x) => {
-  if (!/^\d+$/.test(x.trim())) throw new RangeError(`DB_SEEDS must be comma-separated integers, got "${x}"`);
-  return Number(x);
-});
+const SEEDS = seedsFromEnv("DB_SEEDS", [0, 1]);
 const SAMPLING = { steps: 20, guidanceScale: 5 };
 /** The subject's backgrounds in training; the contexts' are none of them (nor its blue). */
 const SUBJECT_BACKGROUNDS: ColourName[] = ["white", "gray", "pink", "cyan", "brown"];
